@@ -1,0 +1,1 @@
+//! Prometheus exporter for ComfyControl workflows.

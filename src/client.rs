@@ -1,0 +1,317 @@
+//! The ComfyControl API client: one request budget, one token, one place
+//! where responses are counted and classified.
+//!
+//! Every request waits for the shared [`RateLimiter`] and goes through the
+//! [`AuthGate`], which lets one request probe the API per retry interval while
+//! the token is rejected, instead of every watcher retrying on its own.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use reqwest::{header, RequestBuilder, Response, StatusCode, Url};
+use serde::Deserialize;
+use tokio::sync::Notify;
+use tokio::time::{sleep_until, Instant};
+
+use crate::metrics::Metrics;
+use crate::ratelimit::RateLimiter;
+use crate::token::{Token, TokenError, TokenSource};
+
+/// Largest error body read to find the API's `message`, in bytes.
+const MAX_ERROR_BODY: usize = 4096;
+
+/// Settings of the API client.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    pub base_url: Url,
+    pub token: TokenSource,
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+    pub rate_limit: u32,
+    pub rate_window: Duration,
+    pub cooldown: Duration,
+    pub unauthorized_retry: Duration,
+}
+
+/// A failed API request, typed by what the caller does next.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("API rejected the token (HTTP 401): check the token, it may be expired or revoked")]
+    Unauthorized,
+
+    #[error("not found (HTTP 404)")]
+    NotFound,
+
+    #[error("rate limited (HTTP 429): all requests pause for {0:?}")]
+    RateLimited(Duration),
+
+    #[error("API returned HTTP {code}: {message}")]
+    Status { code: u16, message: String },
+
+    #[error("request failed: {0}")]
+    Transport(#[source] reqwest::Error),
+
+    #[error("no response within {0:?}")]
+    TimedOut(Duration),
+
+    #[error("invalid response body: {0}")]
+    Decode(String),
+
+    #[error(transparent)]
+    Token(#[from] TokenError),
+}
+
+/// One page of `GET /v1/workflow`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct WorkflowPage {
+    pub workflows: Vec<WorkflowSummary>,
+    pub total: u64,
+}
+
+/// The fields of a listed workflow that discovery uses.
+#[derive(Debug, Clone, Deserialize)]
+pub struct WorkflowSummary {
+    pub id: String,
+    pub status: String,
+}
+
+/// The API client shared by every task.
+pub struct ApiClient {
+    http: reqwest::Client,
+    base_url: String,
+    request_timeout: Duration,
+    cooldown: Duration,
+    limiter: RateLimiter,
+    auth: AuthGate,
+    metrics: Arc<Metrics>,
+}
+
+impl ApiClient {
+    /// Builds the client and reads the token once.
+    pub fn new(config: ClientConfig, metrics: Arc<Metrics>) -> Result<ApiClient, ApiError> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(config.connect_timeout)
+            .tcp_keepalive(Duration::from_secs(30))
+            .user_agent(concat!("comfycontrol-exporter/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(ApiError::Transport)?;
+        let token = config.token.load()?;
+
+        Ok(ApiClient {
+            http,
+            base_url: config.base_url.as_str().trim_end_matches('/').to_owned(),
+            request_timeout: config.request_timeout,
+            cooldown: config.cooldown,
+            limiter: RateLimiter::new(config.rate_limit, config.rate_window),
+            auth: AuthGate::new(config.token, token, config.unauthorized_retry),
+            metrics,
+        })
+    }
+
+    /// Fetches one page of the workflow list, newest first.
+    pub async fn list(&self, page: u32, per_page: u32) -> Result<WorkflowPage, ApiError> {
+        let url = format!("{}/v1/workflow", self.base_url);
+        let request = self
+            .http
+            .get(url)
+            .query(&[("page", page), ("per_page", per_page)])
+            .timeout(self.request_timeout);
+
+        let response = self.send("list", request).await?;
+        response
+            .json::<WorkflowPage>()
+            .await
+            .map_err(|error| ApiError::Decode(error.to_string()))
+    }
+
+    /// Opens the event stream of one workflow. Only the wait for the
+    /// response headers is bounded: the stream itself may last minutes.
+    pub async fn subscribe(&self, workflow_id: &str) -> Result<Response, ApiError> {
+        let url = format!("{}/v1/workflow/{workflow_id}/subscribe", self.base_url);
+        let request = self
+            .http
+            .get(url)
+            .header(header::ACCEPT, "text/event-stream");
+
+        match tokio::time::timeout(self.request_timeout, self.send("subscribe", request)).await {
+            Ok(result) => result,
+            Err(_) => {
+                self.metrics.count_request("subscribe", "error");
+                Err(ApiError::TimedOut(self.request_timeout))
+            }
+        }
+    }
+
+    async fn send(&self, endpoint: &str, request: RequestBuilder) -> Result<Response, ApiError> {
+        let token = self.auth.token_for_request().await?;
+        self.limiter.acquire().await;
+
+        let response = match request.bearer_auth(token.expose()).send().await {
+            Ok(response) => response,
+            Err(error) => {
+                self.metrics.count_request(endpoint, "error");
+                self.metrics.set_up(false);
+                return Err(ApiError::Transport(error.without_url()));
+            }
+        };
+
+        let status = response.status();
+        self.metrics.count_request(endpoint, status.as_str());
+        self.classify(status, response).await
+    }
+
+    async fn classify(&self, status: StatusCode, response: Response) -> Result<Response, ApiError> {
+        if status.is_success() {
+            self.auth.accepted();
+            self.metrics.set_up(true);
+            return Ok(response);
+        }
+
+        match status {
+            StatusCode::UNAUTHORIZED => {
+                self.auth.rejected();
+                self.metrics.set_up(false);
+                Err(ApiError::Unauthorized)
+            }
+            StatusCode::NOT_FOUND => {
+                self.auth.accepted();
+                self.metrics.set_up(true);
+                Err(ApiError::NotFound)
+            }
+            StatusCode::TOO_MANY_REQUESTS => Err(self.start_cooldown(&response)),
+            _ => {
+                if status.is_server_error() {
+                    self.metrics.set_up(false);
+                }
+                Err(ApiError::Status {
+                    code: status.as_u16(),
+                    message: error_message(response).await,
+                })
+            }
+        }
+    }
+
+    fn start_cooldown(&self, response: &Response) -> ApiError {
+        let pause = retry_after(response).unwrap_or(self.cooldown);
+        if self.limiter.pause(pause) {
+            self.metrics.count_cooldown();
+            tracing::warn!(
+                pause_seconds = pause.as_secs_f64(),
+                "API rate limit reached, pausing all requests"
+            );
+        }
+        ApiError::RateLimited(pause)
+    }
+}
+
+/// Reads the `message` of the API's JSON error body, or a short excerpt.
+async fn error_message(mut response: Response) -> String {
+    let mut body = Vec::new();
+    while let Ok(Some(chunk)) = response.chunk().await {
+        body.extend_from_slice(&chunk);
+        if body.len() >= MAX_ERROR_BODY {
+            body.truncate(MAX_ERROR_BODY);
+            break;
+        }
+    }
+
+    #[derive(Deserialize)]
+    struct ErrorBody {
+        message: String,
+    }
+    match serde_json::from_slice::<ErrorBody>(&body) {
+        Ok(error) => error.message,
+        Err(_) => String::from_utf8_lossy(&body).chars().take(200).collect(),
+    }
+}
+
+/// Parses a `Retry-After` header given in seconds.
+fn retry_after(response: &Response) -> Option<Duration> {
+    let value = response.headers().get(header::RETRY_AFTER)?.to_str().ok()?;
+    let seconds: u64 = value.trim().parse().ok()?;
+    Some(Duration::from_secs(seconds))
+}
+
+/// Shares one token among all requests and, while the API rejects it, lets
+/// one request through per retry interval, reading the token again first.
+struct AuthGate {
+    source: TokenSource,
+    retry: Duration,
+    state: Mutex<AuthState>,
+    changed: Notify,
+}
+
+struct AuthState {
+    token: Token,
+    rejected: bool,
+    next_probe: Instant,
+}
+
+impl AuthGate {
+    fn new(source: TokenSource, token: Token, retry: Duration) -> AuthGate {
+        AuthGate {
+            source,
+            retry,
+            state: Mutex::new(AuthState {
+                token,
+                rejected: false,
+                next_probe: Instant::now(),
+            }),
+            changed: Notify::new(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, AuthState> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Returns the token to send, waiting while it is rejected until this
+    /// request's turn to probe comes or another probe succeeds.
+    async fn token_for_request(&self) -> Result<Token, TokenError> {
+        loop {
+            let notified = self.changed.notified();
+            let wake_at = {
+                let mut state = self.lock();
+                if !state.rejected {
+                    return Ok(state.token.clone());
+                }
+                let now = Instant::now();
+                if now >= state.next_probe {
+                    state.next_probe = now + self.retry;
+                    let token = self.source.load()?;
+                    state.token = token.clone();
+                    return Ok(token);
+                }
+                state.next_probe
+            };
+
+            tokio::select! {
+                _ = notified => {}
+                _ = sleep_until(wake_at) => {}
+            }
+        }
+    }
+
+    fn accepted(&self) {
+        let mut state = self.lock();
+        if state.rejected {
+            state.rejected = false;
+            tracing::info!("API accepted the token again");
+            self.changed.notify_waiters();
+        }
+    }
+
+    fn rejected(&self) {
+        let mut state = self.lock();
+        if !state.rejected {
+            state.rejected = true;
+            state.next_probe = Instant::now() + self.retry;
+            tracing::error!(
+                retry_seconds = self.retry.as_secs_f64(),
+                "API rejected the token with HTTP 401; check the token file or COMFYCONTROL_TOKEN, retrying with the token read again"
+            );
+        }
+    }
+}

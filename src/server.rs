@@ -1,0 +1,198 @@
+//! The HTTP server Prometheus scrapes.
+//!
+//! Routes:
+//! - `/` (or the root of the telemetry path's site): a small landing page.
+//! - the telemetry path (`/metrics` by default): the metrics in the text
+//!   exposition format, gzip-compressed when the scraper accepts gzip.
+//! - `/-/healthy`: 200 while the process serves HTTP.
+//! - `/-/ready`: 200 once the watchers and discovery have been started.
+//!
+//! `GET` and `HEAD` are accepted; other methods get 405.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use flate2::write::GzEncoder;
+use flate2::Compression;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+
+/// Content type of the Prometheus text exposition format 0.0.4.
+const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Time open connections get to finish after shutdown begins.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What the routes serve.
+pub struct Site {
+    pub telemetry_path: String,
+    pub ready: AtomicBool,
+    /// Renders the metrics at scrape time.
+    pub render: Box<dyn Fn() -> Vec<u8> + Send + Sync>,
+}
+
+/// Serves HTTP on `listener` until `shutdown` completes, then lets open
+/// connections finish for a few seconds.
+pub async fn serve(listener: TcpListener, site: Arc<Site>, shutdown: impl Future<Output = ()>) {
+    let graceful = GracefulShutdown::new();
+    let builder = http1::Builder::new();
+    tokio::pin!(shutdown);
+
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    tracing::warn!(%error, "failed to accept a connection");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+
+        let site = Arc::clone(&site);
+        let service = service_fn(move |request| {
+            let site = Arc::clone(&site);
+            async move { Ok::<_, Infallible>(route(&site, &request)) }
+        });
+        let connection = builder.serve_connection(TokioIo::new(stream), service);
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "HTTP connection ended with an error");
+            }
+        });
+    }
+
+    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("open HTTP connections did not finish within {DRAIN_TIMEOUT:?}");
+    }
+}
+
+fn route(site: &Site, request: &Request<Incoming>) -> Response<Full<Bytes>> {
+    if request.method() != Method::GET && request.method() != Method::HEAD {
+        return plain(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "Method not allowed, use GET or HEAD.\n",
+        );
+    }
+
+    let response = match request.uri().path() {
+        path if path == site.telemetry_path => metrics(site, request),
+        "/" => landing(site),
+        "/-/healthy" => plain(StatusCode::OK, "Healthy\n"),
+        "/-/ready" if site.ready.load(Ordering::Acquire) => plain(StatusCode::OK, "Ready\n"),
+        "/-/ready" => plain(StatusCode::SERVICE_UNAVAILABLE, "Not ready\n"),
+        _ => plain(StatusCode::NOT_FOUND, "Not found\n"),
+    };
+    // hyper leaves out the body of a response to HEAD and keeps its length.
+    response
+}
+
+fn metrics(site: &Site, request: &Request<Incoming>) -> Response<Full<Bytes>> {
+    let body = (site.render)();
+    let mut response = Response::new(Full::new(Bytes::new()));
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(TEXT_FORMAT));
+    response
+        .headers_mut()
+        .insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+
+    let body = if accepts_gzip(request) {
+        match gzip(&body) {
+            Ok(compressed) => {
+                response
+                    .headers_mut()
+                    .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+                compressed
+            }
+            Err(error) => {
+                tracing::warn!(%error, "failed to compress metrics, sending them uncompressed");
+                body
+            }
+        }
+    } else {
+        body
+    };
+    *response.body_mut() = Full::new(Bytes::from(body));
+    response
+}
+
+/// Whether the request's Accept-Encoding lists gzip with a non-zero weight.
+fn accepts_gzip(request: &Request<Incoming>) -> bool {
+    request
+        .headers()
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|coding| {
+            let mut parts = coding.split(';').map(str::trim);
+            let name = parts.next().unwrap_or_default();
+            let refused = parts.any(|parameter| {
+                parameter
+                    .strip_prefix("q=")
+                    .and_then(|weight| weight.parse::<f32>().ok())
+                    .is_some_and(|weight| weight == 0.0)
+            });
+            name.eq_ignore_ascii_case("gzip") && !refused
+        })
+}
+
+fn gzip(body: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut encoder = GzEncoder::new(Vec::with_capacity(body.len() / 4), Compression::fast());
+    encoder.write_all(body)?;
+    encoder.finish()
+}
+
+fn landing(site: &Site) -> Response<Full<Bytes>> {
+    let page = format!(
+        "<!DOCTYPE html>\n<html><head><title>ComfyControl Exporter</title></head>\n<body>\n\
+         <h1>ComfyControl Exporter</h1>\n<p>Version {}</p>\n<ul>\n\
+         <li><a href=\"{path}\">Metrics</a></li>\n\
+         <li><a href=\"/-/healthy\">Health</a></li>\n\
+         <li><a href=\"/-/ready\">Readiness</a></li>\n</ul>\n</body></html>\n",
+        env!("CARGO_PKG_VERSION"),
+        path = html_escape(&site.telemetry_path),
+    );
+    let mut response = Response::new(Full::new(Bytes::from(page)));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    response
+}
+
+fn plain(status: StatusCode, text: &'static str) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from_static(text.as_bytes())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+fn html_escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}

@@ -1,0 +1,334 @@
+//! One task per watched workflow: read its stream, reconnect, count changes.
+//!
+//! A stream that ends without a terminal snapshot (the server's limit of
+//! events per connection, a proxy, a reset) is opened again at once; after
+//! an error the watcher backs off. The backoff is reset only after a stream
+//! delivered an event, so a server that accepts and closes at once is not
+//! hammered. Because each event is a full snapshot and [`Tracked`] outlives
+//! connections, the repeated first event of a new connection changes nothing.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use tokio::time::Instant;
+
+use crate::backoff::Backoff;
+use crate::board::Board;
+use crate::change::{Change, Tracked};
+use crate::client::{ApiClient, ApiError};
+use crate::metrics::{Metrics, ReconnectReason};
+use crate::snapshot::Snapshot;
+use crate::sse::{self, EventError};
+use crate::status::Status;
+
+/// Distinct unknown status values logged; later ones are only counted.
+const MAX_LOGGED_UNKNOWN_STATUSES: usize = 100;
+
+/// Settings of the stream readers.
+#[derive(Debug, Clone)]
+pub struct WatchConfig {
+    /// Events after which the server closes a stream.
+    pub max_updates: u32,
+    pub max_line_bytes: usize,
+    pub idle_timeout: Duration,
+    pub backoff_min: Duration,
+    pub backoff_max: Duration,
+}
+
+/// How watching one workflow ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// A terminal snapshot arrived.
+    Finished(Status),
+    /// The API does not know the workflow.
+    NotFound,
+}
+
+/// What every watcher shares.
+pub struct Watcher {
+    client: Arc<ApiClient>,
+    metrics: Arc<Metrics>,
+    board: Arc<Board>,
+    config: WatchConfig,
+    logged_unknown_statuses: Mutex<HashSet<String>>,
+}
+
+/// How one connection ended.
+enum StreamEnd {
+    Terminal(Status),
+    Closed {
+        events: u32,
+    },
+    Failed {
+        events: u32,
+        error: String,
+    },
+    /// The rate limiter or the token gate decides when to try again.
+    Held,
+}
+
+/// An error of the byte stream under the event parser.
+#[derive(Debug, thiserror::Error)]
+enum BodyError {
+    #[error("no data for {0:?}")]
+    Idle(Duration),
+
+    #[error("reading the stream failed: {0}")]
+    Transport(#[source] reqwest::Error),
+}
+
+impl Watcher {
+    pub fn new(
+        client: Arc<ApiClient>,
+        metrics: Arc<Metrics>,
+        board: Arc<Board>,
+        config: WatchConfig,
+    ) -> Watcher {
+        Watcher {
+            client,
+            metrics,
+            board,
+            config,
+            logged_unknown_statuses: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// Watches one workflow until it ends or the API does not know it.
+    /// `seed` is the status the workflow list reported, if it was discovered.
+    pub async fn watch(&self, workflow_id: &str, seed: Option<Status>) -> Outcome {
+        let mut tracked = seed.map(|status| Tracked::from_status(status, Instant::now()));
+        if let Some(state) = &tracked {
+            self.board
+                .set(workflow_id, state.status, state.status_since);
+        }
+        let mut backoff = Backoff::new(self.config.backoff_min, self.config.backoff_max);
+
+        loop {
+            let end = match self.client.subscribe(workflow_id).await {
+                Ok(response) => {
+                    let body = with_idle_timeout(response.bytes_stream(), self.config.idle_timeout);
+                    self.read(workflow_id, body, &mut tracked).await
+                }
+                Err(ApiError::NotFound) => {
+                    tracing::warn!(
+                        workflow_id,
+                        "workflow not found (HTTP 404), no longer watching it"
+                    );
+                    return Outcome::NotFound;
+                }
+                Err(ApiError::Unauthorized | ApiError::RateLimited(_)) => StreamEnd::Held,
+                Err(error) => StreamEnd::Failed {
+                    events: 0,
+                    error: error.to_string(),
+                },
+            };
+
+            let (reason, delay) = match end {
+                StreamEnd::Terminal(status) => return Outcome::Finished(status),
+                StreamEnd::Held => (ReconnectReason::Error, Duration::ZERO),
+                StreamEnd::Closed { events } => self.after_close(workflow_id, events, &mut backoff),
+                StreamEnd::Failed { events, error } => {
+                    if events > 0 {
+                        backoff.reset();
+                    }
+                    let delay = backoff.next_delay();
+                    tracing::warn!(workflow_id, %error, retry_in_seconds = delay.as_secs_f64(), "workflow stream failed, retrying");
+                    (ReconnectReason::Error, delay)
+                }
+            };
+
+            self.metrics.count_reconnect(reason);
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    /// Chooses the reconnect reason and delay after a stream closed cleanly.
+    fn after_close(
+        &self,
+        workflow_id: &str,
+        events: u32,
+        backoff: &mut Backoff,
+    ) -> (ReconnectReason, Duration) {
+        if events == 0 {
+            let delay = backoff.next_delay();
+            tracing::warn!(
+                workflow_id,
+                retry_in_seconds = delay.as_secs_f64(),
+                "workflow stream closed before its first event, retrying"
+            );
+            return (ReconnectReason::Disconnected, delay);
+        }
+
+        backoff.reset();
+        if events >= self.config.max_updates {
+            tracing::debug!(
+                workflow_id,
+                events,
+                "workflow stream reached the update limit, reconnecting"
+            );
+            (ReconnectReason::UpdateLimit, Duration::ZERO)
+        } else {
+            tracing::debug!(
+                workflow_id,
+                events,
+                "workflow stream closed early, reconnecting"
+            );
+            (ReconnectReason::Disconnected, Duration::ZERO)
+        }
+    }
+
+    /// Reads one connection's events until it ends.
+    async fn read<S>(&self, workflow_id: &str, body: S, tracked: &mut Option<Tracked>) -> StreamEnd
+    where
+        S: Stream<Item = Result<Bytes, BodyError>>,
+    {
+        let events = sse::events(body, self.config.max_line_bytes);
+        futures_util::pin_mut!(events);
+        let mut delivered = 0;
+
+        while let Some(item) = events.next().await {
+            let event = match item {
+                Ok(event) => event,
+                Err(error) => match self.stream_error(workflow_id, error, delivered) {
+                    Some(end) => return end,
+                    None => {
+                        delivered += 1;
+                        continue;
+                    }
+                },
+            };
+            delivered += 1;
+
+            match Snapshot::decode(&event.data) {
+                Ok(snapshot) => {
+                    if let Some(status) = self.apply(workflow_id, tracked, &snapshot) {
+                        return StreamEnd::Terminal(status);
+                    }
+                }
+                Err(error) => {
+                    self.metrics.count_invalid_event(error.reason());
+                    tracing::warn!(workflow_id, %error, "ignoring invalid event");
+                }
+            }
+        }
+        StreamEnd::Closed { events: delivered }
+    }
+
+    /// Counts a parser error; returns how the stream ended, or `None` when
+    /// only one event was lost and reading goes on.
+    fn stream_error(
+        &self,
+        workflow_id: &str,
+        error: EventError<BodyError>,
+        delivered: u32,
+    ) -> Option<StreamEnd> {
+        let failed = |error: String| StreamEnd::Failed {
+            events: delivered,
+            error,
+        };
+
+        match error {
+            EventError::InvalidUtf8 => {
+                self.metrics.count_invalid_event("invalid_utf8");
+                tracing::warn!(workflow_id, "ignoring event with invalid UTF-8");
+                None
+            }
+            EventError::LineTooLong { limit } => {
+                self.metrics.count_invalid_event("line_too_long");
+                Some(failed(format!(
+                    "line longer than {limit} bytes, dropping the connection"
+                )))
+            }
+            EventError::DataTooLong { limit } => {
+                self.metrics.count_invalid_event("line_too_long");
+                Some(failed(format!(
+                    "event data longer than {limit} bytes, dropping the connection"
+                )))
+            }
+            EventError::Truncated => {
+                self.metrics.count_invalid_event("truncated");
+                tracing::warn!(workflow_id, "workflow stream ended inside a line");
+                Some(StreamEnd::Closed { events: delivered })
+            }
+            EventError::Transport(error) => Some(failed(error.to_string())),
+        }
+    }
+
+    /// Applies one valid snapshot; returns its status when it is terminal.
+    fn apply(
+        &self,
+        workflow_id: &str,
+        tracked: &mut Option<Tracked>,
+        snapshot: &Snapshot,
+    ) -> Option<Status> {
+        let now = Instant::now();
+        self.metrics.count_event();
+        if let Some(value) = &snapshot.unknown_status {
+            self.note_unknown_status(workflow_id, value);
+        }
+
+        let changes = match tracked {
+            Some(state) => state.observe(snapshot, now),
+            None => {
+                let (state, changes) = Tracked::from_first(snapshot, now);
+                *tracked = Some(state);
+                changes
+            }
+        };
+        self.metrics.apply(workflow_id, &changes);
+        log_changes(workflow_id, &changes);
+
+        let status = snapshot.status;
+        if status.is_terminal() {
+            return Some(status);
+        }
+        if let Some(state) = tracked {
+            self.board
+                .set(workflow_id, state.status, state.status_since);
+        }
+        None
+    }
+
+    fn note_unknown_status(&self, workflow_id: &str, value: &str) {
+        self.metrics.count_invalid_event("unknown_status");
+
+        let mut logged = self
+            .logged_unknown_statuses
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if logged.len() < MAX_LOGGED_UNKNOWN_STATUSES && logged.insert(value.to_owned()) {
+            tracing::warn!(
+                workflow_id,
+                status = value,
+                "unknown workflow status, counted as \"other\""
+            );
+        }
+    }
+}
+
+fn log_changes(workflow_id: &str, changes: &[Change]) {
+    for change in changes {
+        if let Change::Transition { from, to } = change {
+            tracing::debug!(workflow_id, %from, %to, "workflow status changed");
+        }
+    }
+}
+
+/// Ends the body with [`BodyError::Idle`] when no chunk arrives for `idle`.
+fn with_idle_timeout<S>(body: S, idle: Duration) -> impl Stream<Item = Result<Bytes, BodyError>>
+where
+    S: Stream<Item = Result<Bytes, reqwest::Error>> + Unpin,
+{
+    futures_util::stream::unfold(Some(body), move |state| async move {
+        let mut body = state?;
+        match tokio::time::timeout(idle, body.next()).await {
+            Err(_) => Some((Err(BodyError::Idle(idle)), None)),
+            Ok(None) => None,
+            Ok(Some(Ok(chunk))) => Some((Ok(chunk), Some(body))),
+            Ok(Some(Err(error))) => Some((Err(BodyError::Transport(error.without_url())), None)),
+        }
+    })
+}

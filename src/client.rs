@@ -144,7 +144,7 @@ impl ApiClient {
 
     async fn send(&self, endpoint: &str, request: RequestBuilder) -> Result<Response, ApiError> {
         let token = self.auth.token_for_request().await?;
-        self.limiter.acquire().await;
+        let _permit = self.limiter.acquire().await;
 
         let response = match request.bearer_auth(token.expose()).send().await {
             Ok(response) => response,

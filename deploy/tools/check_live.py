@@ -12,7 +12,8 @@ every metric name the queries and rules use has series in Prometheus.
 
 Exits with status 1 when a query fails, a rule is missing or unhealthy, or
 a metric name has no series, and with --require-data also when a query
-returns no series (except queries of ALERTS alone). Uses only the Python standard library and PyYAML.
+returns no series, neither now nor over the last --lookback seconds (except
+queries of ALERTS alone). Uses only the Python standard library and PyYAML.
 """
 
 import argparse
@@ -120,6 +121,18 @@ def metric_names(expr):
     return {name for name in names if name not in PROMQL_WORDS and not re.fullmatch(r"[0-9e]+", name)}
 
 
+def recent_series(args, expr):
+    """Return how many series a query returned over the last --lookback seconds."""
+    end = time.time()
+    params = {"query": expr, "start": end - args.lookback, "end": end, "step": 5}
+    try:
+        return len(api_get(args.prometheus, "/api/v1/query_range", params)["result"])
+    except RuntimeError:
+        # The instant query of the same expression succeeded, so a failed
+        # range query only means that no earlier series were found.
+        return 0
+
+
 def check_queries(args, report):
     """Run every dashboard query; return the metric names they use."""
     names = set()
@@ -145,10 +158,17 @@ def check_queries(args, report):
 
             if result:
                 report.ok(f"{path.name} {where}: {len(result)} series")
+                continue
+
+            # A gauge such as the queue positions can be empty at one instant
+            # and still be right: look back over a range before failing.
+            recent = recent_series(args, expr)
+            if recent:
+                report.ok(f"{path.name} {where}: no series now, {recent} in the last {args.lookback:g} s")
             elif args.require_data and not metric_names(expr) <= OPTIONAL_METRICS:
-                report.fail(f"{path.name} {where}: no series\n    {expr}")
+                report.fail(f"{path.name} {where}: no series in the last {args.lookback:g} s\n    {expr}")
             else:
-                report.note(f"{path.name} {where}: no series")
+                report.note(f"{path.name} {where}: no series in the last {args.lookback:g} s")
     return names
 
 
@@ -268,7 +288,18 @@ def main():
     parser.add_argument("--prometheus", default="http://127.0.0.1:9090", help="base URL of Prometheus")
     parser.add_argument("--rate-interval", default="1m", help="value of $__rate_interval and $__interval")
     parser.add_argument("--range", default="1h", help="value of $__range")
-    parser.add_argument("--require-data", action="store_true", help="fail on queries that return no series")
+    parser.add_argument(
+        "--require-data",
+        action="store_true",
+        help="fail on queries that returned no series over the last --lookback seconds",
+    )
+    parser.add_argument(
+        "--lookback",
+        type=float,
+        default=300,
+        metavar="SECONDS",
+        help="range searched for series when an instant query returns none",
+    )
     parser.add_argument("--verbose", action="store_true", help="print passed checks too")
     parser.add_argument(
         "--wait",

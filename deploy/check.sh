@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Checks the monitoring files under dashboards/ and deploy/ without running
 # the exporter:
-#   - promtool check rules, check config and test rules;
-#   - every YAML and JSON file parses, and the dashboard, compose file and
-#     kustomization agree with the rules (deploy/tools/validate_files.py);
-#   - deploy/kubernetes/prometheusrule.yaml matches the rule files;
-#   - kubectl kustomize builds deploy/kubernetes (skipped without kubectl);
+#   - promtool check rules, check config and test rules.
+#   - Every YAML and JSON file parses, and the dashboard, compose file and
+#     kustomization agree with the rules (deploy/tools/validate_files.py).
+#   - deploy/kubernetes/prometheusrule.yaml matches the rule files.
+#   - kubectl kustomize builds deploy/kubernetes (skipped without kubectl).
 #   - systemd-analyze verify accepts the unit (skipped without systemd).
 # Installs promtool (Debian package prometheus) and PyYAML (python3-yaml)
 # with apt-get when they are missing and the script runs as root.

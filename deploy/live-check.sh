@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Starts a throwaway Prometheus on 127.0.0.1 that scrapes one exporter with
-# the rules of deploy/prometheus/rules, waits until it has scraped the
-# exporter and evaluated every rule group, and then runs
-# deploy/tools/check_live.py against it.
+# the rules of deploy/prometheus/rules. Once it has scraped the exporter and
+# evaluated every rule group, deploy/tools/check_live.py checks the dashboard
+# queries and rules against it.
 #
 # Usage: deploy/live-check.sh HOST:PORT [check_live.py flags]
 # Example, with the exporter's demo running on the same machine:

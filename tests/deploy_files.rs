@@ -124,8 +124,8 @@ fn parse_or_panic(file: &str, args: &[String]) -> ArgMatches {
     parse(args).unwrap_or_else(|error| panic!("{file}: arguments {args:?} rejected:\n{error}"))
 }
 
-/// Returns the matches of the flags that configure the exporter: those of
-/// the `demo` subcommand when it is used, else the top-level ones.
+/// Returns the matches of the flags that configure the exporter, taken from
+/// the `demo` subcommand when it is used and from the top level otherwise.
 fn exporter_matches(matches: &ArgMatches) -> &ArgMatches {
     match matches.subcommand() {
         Some(("demo", demo)) => demo,
@@ -150,7 +150,7 @@ fn telemetry_path(matches: &ArgMatches) -> String {
 }
 
 /// Returns the `--flag=value` that an environment variable stands for, or
-/// None for the token variable, which is no flag. Looks in the `demo`
+/// None for the token variable, which has no flag. Looks in the `demo`
 /// subcommand's flags when `subcommand` is "demo".
 fn flag_for_env(subcommand: Option<&str>, name: &str, value: &str) -> Option<String> {
     if name == TOKEN_VARIABLE {

@@ -11,9 +11,10 @@ deploy/prometheus/rules is loaded with all its rules healthy, and that
 every metric name the queries and rules use has series in Prometheus.
 
 Exits with status 1 when a query fails, a rule is missing or unhealthy, or
-a metric name has no series, and with --require-data also when a query
-returns no series, neither now nor over the last --lookback seconds (except
-queries of ALERTS alone). Uses only the Python standard library and PyYAML.
+a metric name has no series. With --require-data it also fails on a query
+that returns no series, neither now nor over the last --lookback seconds,
+unless the query selects only ALERTS. Uses the Python standard library and
+PyYAML.
 """
 
 import argparse
@@ -45,7 +46,7 @@ PROMQL_WORDS = {
 
 
 def api_get(base_url, path, params=None):
-    """Return the data of a Prometheus API answer, raising on an error status."""
+    """Return the data of a Prometheus API response, raising RuntimeError on an error status."""
     url = f"{base_url}{path}"
     if params:
         url += "?" + urllib.parse.urlencode(params)
@@ -134,7 +135,7 @@ def recent_series(args, expr):
 
 
 def check_queries(args, report):
-    """Run every dashboard query; return the metric names they use."""
+    """Run every dashboard query and return the metric names the queries use."""
     names = set()
     for path in sorted((ROOT / "dashboards").glob("*.json")):
         dashboard = json.loads(path.read_text())
@@ -161,7 +162,7 @@ def check_queries(args, report):
                 continue
 
             # A gauge such as the queue positions can be empty at one instant
-            # and still be right: look back over a range before failing.
+            # and still be right, so look back over a range before failing.
             recent = recent_series(args, expr)
             if recent:
                 report.ok(f"{path.name} {where}: no series now, {recent} in the last {args.lookback:g} s")
@@ -173,7 +174,7 @@ def check_queries(args, report):
 
 
 def check_rules(args, report):
-    """Check that every rule group is loaded and healthy; return its metric names."""
+    """Check that every rule group is loaded and healthy, and return the metric names the rules use."""
     loaded = {group["name"]: group for group in api_get(args.prometheus, "/api/v1/rules")["groups"]}
 
     names = set()
@@ -238,7 +239,7 @@ def unevaluated_group(args, since):
 
 def wait_until_ready(args):
     """Poll Prometheus until the exporter has been scraped twice and every rule
-    group has been evaluated after that; return False after --wait seconds."""
+    group has been evaluated after that. Return False after --wait seconds."""
     deadline = time.monotonic() + args.wait
     scraped_at = None
     missing = f"an answer from {args.prometheus}"

@@ -103,7 +103,7 @@ def compare_groups(manifest_text):
 
 
 def check():
-    """Compare the committed manifest with the rule files; return an exit code."""
+    """Compare the committed manifest with the rule files and return the exit status."""
     if not OUTPUT.exists():
         print(f"{OUTPUT} is missing: run {pathlib.Path(__file__).name} to create it")
         return 1

@@ -106,7 +106,7 @@ def check_expr(path, where, expr, variables, recorded):
 
 
 def check_dashboard(path, dashboard, recorded):
-    """Check one Grafana dashboard's JSON model; return the number of queries."""
+    """Check one Grafana dashboard's JSON model and return the number of queries checked."""
     variables = {variable["name"] for variable in dashboard.get("templating", {}).get("list", [])}
     for name in REQUIRED_VARIABLES:
         if name not in variables:

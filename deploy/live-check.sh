@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Starts a throwaway Prometheus on 127.0.0.1 that scrapes one exporter with
-# the rules of deploy/prometheus/rules. Once it has scraped the exporter and
+# the shipped deploy/prometheus/prometheus.yml and its rules. Once it has scraped the exporter and
 # evaluated every rule group, deploy/tools/check_live.py checks the dashboard
 # queries and rules against it.
 #
@@ -36,19 +36,24 @@ trap cleanup EXIT
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 url="http://127.0.0.1:$port"
 
-# A short scrape and evaluation interval, so that rates and recording rules
-# have values within seconds.
-cat >"$workdir/prometheus.yml" <<EOF
-global:
-  scrape_interval: 2s
-  evaluation_interval: 2s
-rule_files:
-  - $repo/deploy/prometheus/rules/*.rules.yml
-scrape_configs:
-  - job_name: comfycontrol-exporter
-    static_configs:
-      - targets: ['$target']
-EOF
+# The shipped scrape config, with its rule files found from here, the given
+# target, and a short scrape and evaluation interval so that rates and
+# recording rules have values within seconds.
+/usr/bin/python3 - "$repo/deploy/prometheus" "$target" >"$workdir/prometheus.yml" <<'PYTHON'
+import sys
+import yaml
+
+directory, target = sys.argv[1], sys.argv[2]
+with open(f"{directory}/prometheus.yml") as file:
+    config = yaml.safe_load(file)
+config["global"]["scrape_interval"] = "2s"
+config["global"]["evaluation_interval"] = "2s"
+config["rule_files"] = [f"{directory}/{pattern}" for pattern in config["rule_files"]]
+for job in config["scrape_configs"]:
+    for static in job["static_configs"]:
+        static["targets"] = [target]
+yaml.safe_dump(config, sys.stdout)
+PYTHON
 
 promtool check config "$workdir/prometheus.yml" >/dev/null
 prometheus \

@@ -180,7 +180,9 @@ impl ApiClient {
             }
             StatusCode::TOO_MANY_REQUESTS => Err(self.start_cooldown(&response)),
             _ => {
-                if status.is_server_error() {
+                // 403 is a tier limit of the account: the token cannot do
+                // what the exporter needs, so the API counts as down for it.
+                if status.is_server_error() || status == StatusCode::FORBIDDEN {
                     self.metrics.set_up(false);
                 }
                 Err(ApiError::Status {

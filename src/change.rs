@@ -1,4 +1,4 @@
-//! What changed between two consecutive snapshots of one workflow.
+//! The changes between two consecutive snapshots of one workflow.
 //!
 //! The stream repeats the full state every two seconds and again after every
 //! reconnect, so the metrics must move on differences only. [`Tracked`] keeps
@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use crate::snapshot::{Cause, Snapshot};
 use crate::status::Status;
 
-/// What the exporter remembers of one watched workflow.
+/// The exporter's memory of one watched workflow.
 #[derive(Debug, Clone)]
 pub struct Tracked {
     pub status: Status,

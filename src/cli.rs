@@ -275,7 +275,7 @@ pub struct ExporterArgs {
     )]
     pub telemetry_path: String,
 
-    /// Least severe log level written.
+    /// Minimum level of the log lines written.
     #[arg(
         long = "log.level",
         env = "COMFYCONTROL_LOG_LEVEL",

@@ -27,7 +27,7 @@ const INITIAL_WORKFLOWS: usize = 20;
 /// Token shared by the demo's simulator and exporter.
 const DEMO_TOKEN: &str = "cfc_demo";
 
-/// Why the demo could not start.
+/// A failure to start the demo.
 #[derive(Debug, thiserror::Error)]
 pub enum DemoError {
     #[error("failed to start the simulator on {address}: {source}")]

@@ -1,7 +1,7 @@
 //! Discovery of unfinished workflows by polling the workflow list.
 //!
 //! The list is ordered newest first, so new and unfinished workflows sit on
-//! the first pages. A poll walks pages until one holds nothing new and
+//! the first pages. A poll walks pages until one contains nothing new and
 //! nothing unfinished, which keeps the cost of a poll to a page or two on an
 //! account with a long history. A workflow already terminal when first seen
 //! is remembered and never counted: its status changes happened before the
@@ -28,7 +28,7 @@ pub struct DiscoveryConfig {
     pub per_page: u32,
 }
 
-/// What one poll found.
+/// Counts of one poll.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct PollSummary {
     pub pages: u32,

@@ -21,7 +21,7 @@ use crate::watchlist::Watchlist;
 /// Time the watcher tasks get to end after shutdown begins.
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Why the exporter could not start.
+/// A failure to start the exporter.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("failed to register metrics: {0}")]

@@ -25,7 +25,7 @@ const UNKNOWN: &str = "unknown";
 /// Label value for failure causes past the cap, and for unexpected statuses.
 const OTHER: &str = "other";
 
-/// Longest label value taken from the server, in bytes.
+/// Maximum length of a label value taken from the server, in bytes.
 const MAX_LABEL_BYTES: usize = 128;
 
 /// API endpoints, as the `endpoint` label names them.
@@ -36,7 +36,7 @@ const KNOWN_CODES: [&str; 9] = [
     "200", "400", "401", "403", "404", "429", "500", "503", "error",
 ];
 
-/// Why a stream was opened again.
+/// The reason a stream was opened again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReconnectReason {
     /// The server closed the stream after its maximum number of events.

@@ -35,7 +35,7 @@ const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// Time open connections get to finish after shutdown begins.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// What the routes serve.
+/// The state the routes serve.
 pub struct Site {
     pub telemetry_path: String,
     pub ready: AtomicBool,
@@ -115,7 +115,7 @@ fn metrics(site: &Site, request: &Request<Incoming>) -> Response<Full<Bytes>> {
         .headers_mut()
         .insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
 
-    let body = if accepts_gzip(request) {
+    let body = if accepts_gzip(request.headers()) {
         match gzip(&body) {
             Ok(compressed) => {
                 response
@@ -135,10 +135,9 @@ fn metrics(site: &Site, request: &Request<Incoming>) -> Response<Full<Bytes>> {
     response
 }
 
-/// Whether the request's Accept-Encoding lists gzip with a non-zero weight.
-fn accepts_gzip(request: &Request<Incoming>) -> bool {
-    request
-        .headers()
+/// Checks whether Accept-Encoding lists gzip with a non-zero weight.
+fn accepts_gzip(headers: &hyper::HeaderMap) -> bool {
+    headers
         .get_all(header::ACCEPT_ENCODING)
         .iter()
         .filter_map(|value| value.to_str().ok())
@@ -195,4 +194,52 @@ fn html_escape(text: &str) -> String {
         .replace('<', "&lt;")
         .replace('>', "&gt;")
         .replace('"', "&quot;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn accepts(values: &[&str]) -> bool {
+        let mut headers = hyper::HeaderMap::new();
+        for value in values {
+            headers.append(
+                header::ACCEPT_ENCODING,
+                HeaderValue::from_str(value).expect("valid header"),
+            );
+        }
+        accepts_gzip(&headers)
+    }
+
+    #[test]
+    fn gzip_is_chosen_only_when_accepted() {
+        assert!(accepts(&["gzip"]));
+        assert!(accepts(&["deflate, GZIP;q=0.5"]));
+        assert!(accepts(&["br", "gzip"]));
+        assert!(!accepts(&[]));
+        assert!(!accepts(&["identity"]));
+        assert!(!accepts(&["gzip;q=0"]));
+        assert!(!accepts(&["x-gzip-like"]));
+    }
+
+    #[test]
+    fn gzip_output_decompresses_to_the_input() {
+        let body = b"comfycontrol_up 1\n".repeat(100);
+
+        let compressed = gzip(&body).expect("compresses");
+        let mut decoder = flate2::read::GzDecoder::new(compressed.as_slice());
+        let mut output = Vec::new();
+        std::io::Read::read_to_end(&mut decoder, &mut output).expect("decompresses");
+
+        assert_eq!(output, body);
+        assert!(compressed.len() < body.len());
+    }
+
+    #[test]
+    fn html_escape_covers_markup() {
+        assert_eq!(
+            html_escape("/m?a=<b>&\"c\""),
+            "/m?a=&lt;b&gt;&amp;&quot;c&quot;"
+        );
+    }
 }

@@ -30,7 +30,7 @@ pub struct Cause {
     pub exception_type: Option<String>,
 }
 
-/// Why an event could not be used.
+/// A reason an event could not be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
     #[error("event data is not a JSON object: {0}")]
@@ -41,7 +41,7 @@ pub enum DecodeError {
 }
 
 impl DecodeError {
-    /// The `reason` label of `comfycontrol_sse_invalid_events_total`.
+    /// Returns the `reason` label of `comfycontrol_sse_invalid_events_total`.
     pub fn reason(&self) -> &'static str {
         match self {
             DecodeError::InvalidJson(_) => "invalid_json",

@@ -67,7 +67,7 @@ impl Status {
         Some(status)
     }
 
-    /// The status as the API spells it, and as the metrics label it.
+    /// Returns the status as the API spells it and the metrics label it.
     pub fn as_str(self) -> &'static str {
         match self {
             Status::Accepted => "accepted",
@@ -82,7 +82,7 @@ impl Status {
         }
     }
 
-    /// Whether the workflow has ended and its stream has nothing more to say.
+    /// Checks whether the workflow has ended, so its stream sends nothing new.
     pub fn is_terminal(self) -> bool {
         Status::TERMINAL.contains(&self)
     }

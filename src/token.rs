@@ -21,7 +21,7 @@ impl Token {
         Token(value.trim().to_owned())
     }
 
-    /// The raw value, for the Authorization header only.
+    /// Returns the raw value, for the Authorization header only.
     pub fn expose(&self) -> &str {
         &self.0
     }
@@ -33,14 +33,14 @@ impl fmt::Debug for Token {
     }
 }
 
-/// Where the token is read from.
+/// The source the token is read from.
 #[derive(Debug, Clone)]
 pub enum TokenSource {
     File(PathBuf),
     Fixed(Token),
 }
 
-/// Why no token could be read.
+/// A failure to read the token.
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
     #[error("missing API token: set {TOKEN_VARIABLE} or pass --api.token-file PATH")]

@@ -1,8 +1,8 @@
 //! One task per watched workflow: read its stream, reconnect, count changes.
 //!
 //! A stream that ends without a terminal snapshot (the server's limit of
-//! events per connection, a proxy, a reset) is opened again at once; after
-//! an error the watcher backs off. The backoff is reset only after a stream
+//! events per connection, a proxy, a reset) is opened again at once. After
+//! an error the watcher backs off instead. The backoff is reset only after a stream
 //! delivered an event, so a server that accepts and closes at once is not
 //! hammered. Because each event is a full snapshot and [`Tracked`] outlives
 //! connections, the repeated first event of a new connection changes nothing.
@@ -38,7 +38,7 @@ pub struct WatchConfig {
     pub backoff_max: Duration,
 }
 
-/// How watching one workflow ended.
+/// The end of watching one workflow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     /// A terminal snapshot arrived.
@@ -47,7 +47,7 @@ pub enum Outcome {
     NotFound,
 }
 
-/// What every watcher shares.
+/// The state every watcher shares.
 pub struct Watcher {
     client: Arc<ApiClient>,
     metrics: Arc<Metrics>,
@@ -56,7 +56,7 @@ pub struct Watcher {
     logged_unknown_statuses: Mutex<HashSet<String>>,
 }
 
-/// How one connection ended.
+/// The end of one connection.
 enum StreamEnd {
     Terminal(Status),
     Closed {

@@ -1,8 +1,8 @@
 //! Which workflows are watched, which wait for a slot, which are done.
 //!
 //! Ids arrive from the command line and from discovery. Each is watched at
-//! most once at a time and, once finished, never again: the done set
-//! remembers finished ids so that a list page that still shows a workflow as
+//! most once at a time and, once finished, never again. The done set keeps
+//! finished ids, so a list page that still shows a finished workflow as
 //! running cannot start a second watcher and count its end twice. At most
 //! `max_tracked` workflows are watched at once; the rest wait in arrival
 //! order.
@@ -66,7 +66,7 @@ impl Watchlist {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Whether the id is watched, waiting or done.
+    /// Checks whether the id is watched, waiting or done.
     pub fn is_known(&self, workflow_id: &str) -> bool {
         let state = self.lock();
         state.tracked.contains(workflow_id)
@@ -150,7 +150,7 @@ impl Watchlist {
     }
 }
 
-/// A bounded set that forgets its oldest entries first.
+/// A bounded set that drops its oldest entries first.
 #[derive(Default)]
 struct DoneSet {
     ids: HashSet<String>,

@@ -66,6 +66,23 @@ curl -fsS -I "http://$address/metrics" >"$workdir/head.headers"
 grep -qi '^content-type: text/plain; version=0.0.4' "$workdir/head.headers" || fail "wrong Content-Type"
 grep -qi '^content-length: [1-9]' "$workdir/head.headers" || fail "HEAD has no Content-Length"
 
+# Every dashboard panel must return data, so wait until the simulated
+# workload has failed, queued and finished workflows.
+echo "waiting for the demo's first failure, queue wait and run duration"
+has_data() {
+    curl -fsS "http://$address/metrics" >"$workdir/metrics.txt" || return 1
+    grep -q '^comfycontrol_workflow_failures_total{' "$workdir/metrics.txt" &&
+        grep -Eq '^comfycontrol_workflow_queue_wait_seconds_count [1-9]' "$workdir/metrics.txt" &&
+        grep -Eq '^comfycontrol_workflow_run_duration_seconds_count\{status="completed"\} [1-9]' "$workdir/metrics.txt"
+}
+waited=0
+until has_data; do
+    ((waited < 180)) || fail "the demo showed no failure, queue wait or run duration within 180 s"
+    sleep 2
+    waited=$((waited + 2))
+done
+echo "demo data after ${waited} s"
+
 bash deploy/live-check.sh "$address" --require-data || {
     echo "demo log (last 30 lines):" >&2
     tail -n 30 "$workdir/demo.log" >&2

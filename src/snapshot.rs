@@ -1,12 +1,16 @@
 //! Decoding of one stream event into a workflow snapshot.
 //!
 //! Every event is a complete snapshot of the workflow, never a delta. Only
-//! `status` is required: the other fields are read leniently (a value of the
-//! wrong type counts as absent) because a surprising `prompt` or timestamp
-//! must not cost the status change it arrives with.
+//! `status` is required. The other fields are read leniently, so a value of
+//! the wrong type counts as absent, because a surprising `prompt` or
+//! timestamp must not cost the status change it arrives with.
+
+use std::borrow::Cow;
 
 use chrono::{DateTime, Utc};
-use serde_json::Value;
+use serde::de::IgnoredAny;
+use serde::Deserialize;
+use serde_json::value::RawValue;
 
 use crate::status::Status;
 
@@ -18,8 +22,11 @@ pub struct Snapshot {
     pub unknown_status: Option<String>,
     pub queue_number: Option<i64>,
     pub outputs: usize,
+    /// Read only from terminal snapshots, the only ones whose cause counts.
     pub cause: Option<Cause>,
+    /// Read only from terminal snapshots, for the run duration.
     pub started_at: Option<DateTime<Utc>>,
+    /// Read only from terminal snapshots, for the run duration.
     pub completed_at: Option<DateTime<Utc>>,
 }
 
@@ -50,56 +57,100 @@ impl DecodeError {
     }
 }
 
+/// The top-level fields, each kept as unparsed JSON text, so a snapshot
+/// costs one scan and the fields are decoded only when they are used.
+#[derive(Deserialize)]
+struct RawSnapshot<'a> {
+    #[serde(borrow, default)]
+    status: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    queue_number: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    outputs: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    cause: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    started_at: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    completed_at: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct RawCause<'a> {
+    #[serde(borrow, default)]
+    node_type: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    exception_type: Option<&'a RawValue>,
+}
+
 impl Snapshot {
     /// Decodes the `data` of one event.
     pub fn decode(data: &str) -> Result<Snapshot, DecodeError> {
-        let value: Value = serde_json::from_str(data)
-            .map_err(|error| DecodeError::InvalidJson(error.to_string()))?;
-        let Value::Object(object) = value else {
+        // Derived struct decoding also accepts a JSON array of the fields.
+        if !data.trim_start().starts_with('{') {
             return Err(DecodeError::InvalidJson("not an object".to_owned()));
-        };
-        let raw_status = object
-            .get("status")
-            .and_then(Value::as_str)
+        }
+        let raw: RawSnapshot<'_> = serde_json::from_str(data)
+            .map_err(|error| DecodeError::InvalidJson(error.to_string()))?;
+        let raw_status = raw
+            .status
+            .and_then(|value| text(Some(value)))
             .ok_or(DecodeError::MissingStatus)?;
 
-        let status = Status::parse(raw_status).unwrap_or(Status::Other);
-        let unknown_status = (status == Status::Other).then(|| raw_status.to_owned());
+        let status = Status::parse(&raw_status).unwrap_or(Status::Other);
+        let unknown_status = (status == Status::Other).then(|| raw_status.into_owned());
+        let terminal = status.is_terminal();
 
         Ok(Snapshot {
             status,
             unknown_status,
-            queue_number: object.get("queue_number").and_then(Value::as_i64),
-            outputs: object
-                .get("outputs")
-                .and_then(Value::as_array)
-                .map_or(0, Vec::len),
-            cause: object.get("cause").and_then(decode_cause),
-            started_at: object.get("started_at").and_then(decode_timestamp),
-            completed_at: object.get("completed_at").and_then(decode_timestamp),
+            queue_number: parse::<i64>(raw.queue_number),
+            outputs: parse::<Vec<IgnoredAny>>(raw.outputs).map_or(0, |outputs| outputs.len()),
+            cause: if terminal {
+                decode_cause(raw.cause)
+            } else {
+                None
+            },
+            started_at: if terminal {
+                timestamp(raw.started_at)
+            } else {
+                None
+            },
+            completed_at: if terminal {
+                timestamp(raw.completed_at)
+            } else {
+                None
+            },
         })
     }
 }
 
-fn decode_cause(value: &Value) -> Option<Cause> {
-    let object = value.as_object()?;
-    let text = |key: &str| {
-        object
-            .get(key)
-            .and_then(Value::as_str)
+/// Parses a field as `T`; a value of another type counts as absent.
+fn parse<'a, T: Deserialize<'a>>(value: Option<&'a RawValue>) -> Option<T> {
+    serde_json::from_str(value?.get()).ok()
+}
+
+fn text(value: Option<&RawValue>) -> Option<Cow<'_, str>> {
+    parse::<Cow<'_, str>>(value)
+}
+
+fn decode_cause(value: Option<&RawValue>) -> Option<Cause> {
+    let cause: RawCause<'_> = parse(value)?;
+    let field = |value| {
+        text(value)
             .filter(|text| !text.is_empty())
-            .map(str::to_owned)
+            .map(Cow::into_owned)
     };
 
     Some(Cause {
-        node_type: text("node_type"),
-        exception_type: text("exception_type"),
+        node_type: field(cause.node_type),
+        exception_type: field(cause.exception_type),
     })
 }
 
-fn decode_timestamp(value: &Value) -> Option<DateTime<Utc>> {
-    let text = value.as_str()?;
-    DateTime::parse_from_rfc3339(text)
+fn timestamp(value: Option<&RawValue>) -> Option<DateTime<Utc>> {
+    let text = text(value)?;
+    DateTime::parse_from_rfc3339(&text)
         .ok()
         .map(|time| time.with_timezone(&Utc))
 }

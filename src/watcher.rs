@@ -270,6 +270,7 @@ impl Watcher {
             self.note_unknown_status(workflow_id, value);
         }
 
+        let first = tracked.is_none();
         let changes = match tracked {
             Some(state) => state.observe(snapshot, now),
             None => {
@@ -279,13 +280,14 @@ impl Watcher {
             }
         };
         self.metrics.apply(workflow_id, &changes);
-        log_changes(workflow_id, &changes);
+        let moved = log_changes(workflow_id, &changes);
 
         let status = snapshot.status;
         if status.is_terminal() {
             return Some(status);
         }
-        if let Some(state) = tracked {
+        // Most snapshots repeat the status, and the board changes only with it.
+        if let (true, Some(state)) = (first || moved, tracked) {
             self.board
                 .set(workflow_id, state.status, state.status_since);
         }
@@ -309,26 +311,36 @@ impl Watcher {
     }
 }
 
-fn log_changes(workflow_id: &str, changes: &[Change]) {
+/// Logs the status changes; returns whether there was one.
+fn log_changes(workflow_id: &str, changes: &[Change]) -> bool {
+    let mut moved = false;
     for change in changes {
         if let Change::Transition { from, to } = change {
             tracing::debug!(workflow_id, %from, %to, "workflow status changed");
+            moved = true;
         }
     }
+    moved
 }
 
 /// Ends the body with [`BodyError::Idle`] when no chunk arrives for `idle`.
+/// One timer is reset per chunk instead of a new timeout for each.
 fn with_idle_timeout<S>(body: S, idle: Duration) -> impl Stream<Item = Result<Bytes, BodyError>>
 where
     S: Stream<Item = Result<Bytes, reqwest::Error>> + Unpin,
 {
-    futures_util::stream::unfold(Some(body), move |state| async move {
-        let mut body = state?;
-        match tokio::time::timeout(idle, body.next()).await {
-            Err(_) => Some((Err(BodyError::Idle(idle)), None)),
-            Ok(None) => None,
-            Ok(Some(Ok(chunk))) => Some((Ok(chunk), Some(body))),
-            Ok(Some(Err(error))) => Some((Err(BodyError::Transport(error.without_url())), None)),
+    let timer = Box::pin(tokio::time::sleep(idle));
+    futures_util::stream::unfold(Some((body, timer)), move |state| async move {
+        let (mut body, mut timer) = state?;
+        timer.as_mut().reset(Instant::now() + idle);
+
+        tokio::select! {
+            chunk = body.next() => match chunk {
+                None => None,
+                Some(Ok(chunk)) => Some((Ok(chunk), Some((body, timer)))),
+                Some(Err(error)) => Some((Err(BodyError::Transport(error.without_url())), None)),
+            },
+            _ = timer.as_mut() => Some((Err(BodyError::Idle(idle)), None)),
         }
     })
 }

@@ -6,7 +6,9 @@ use comfycontrol_exporter::cli::Cli;
 fn main() -> ExitCode {
     let matches = Cli::command().get_matches();
 
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    // One thread serves every stream: the work per snapshot is a few
+    // microseconds, and a second worker thread mostly added wake-ups.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {

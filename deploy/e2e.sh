@@ -83,7 +83,7 @@ until has_data; do
 done
 echo "demo data after ${waited} s"
 
-bash deploy/live-check.sh "$address" --require-data || {
+bash deploy/live-check.sh "$address" --require-data --settle 30 || {
     echo "demo log (last 30 lines):" >&2
     tail -n 30 "$workdir/demo.log" >&2
     exit 1

@@ -309,11 +309,22 @@ def main():
         metavar="SECONDS",
         help="wait up to this long for two scrapes of the exporter and a rule evaluation after them",
     )
+    parser.add_argument(
+        "--settle",
+        type=float,
+        default=0,
+        metavar="SECONDS",
+        help="once ready, let Prometheus scrape this long before checking, so that "
+        "series present only at times, such as queue positions, fall within --lookback",
+    )
     args = parser.parse_args()
     args.prometheus = args.prometheus.rstrip("/")
 
     if args.wait > 0 and not wait_until_ready(args):
         return 1
+    if args.settle > 0:
+        print(f"letting Prometheus scrape for {args.settle:g} s")
+        time.sleep(args.settle)
 
     report = Report(args.verbose)
     names = check_queries(args, report)

@@ -20,6 +20,10 @@ use crate::token::{Token, TokenError, TokenSource};
 /// Largest error body read to find the API's `message`, in bytes.
 const MAX_ERROR_BODY: usize = 4096;
 
+/// Longest pause a `Retry-After` header can impose. The API documents a
+/// 10 s cooldown, so a far longer value is treated as a server error.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
+
 /// Settings of the API client.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
@@ -48,11 +52,14 @@ pub enum ApiError {
     #[error("API returned HTTP {code}: {message}")]
     Status { code: u16, message: String },
 
-    #[error("request failed: {0}")]
+    #[error("request failed: {}", error_chain(.0))]
     Transport(#[source] reqwest::Error),
 
-    #[error("no response within {0:?}")]
+    #[error("no response headers within {0:?}")]
     TimedOut(Duration),
+
+    #[error("expected a text/event-stream response, got Content-Type {0:?}")]
+    NotAStream(String),
 
     #[error("invalid response body: {0}")]
     Decode(String),
@@ -61,18 +68,12 @@ pub enum ApiError {
     Token(#[from] TokenError),
 }
 
-/// One page of `GET /v1/workflow`.
+/// One page of `GET /v1/workflow`. Items are kept as JSON values, so one
+/// malformed item is skipped by discovery instead of failing the page.
 #[derive(Debug, Clone, Deserialize)]
 pub struct WorkflowPage {
-    pub workflows: Vec<WorkflowSummary>,
+    pub workflows: Vec<serde_json::Value>,
     pub total: u64,
-}
-
-/// The fields of a listed workflow that discovery uses.
-#[derive(Debug, Clone, Deserialize)]
-pub struct WorkflowSummary {
-    pub id: String,
-    pub status: String,
 }
 
 /// The API client shared by every task.
@@ -117,15 +118,17 @@ impl ApiClient {
             .query(&[("page", page), ("per_page", per_page)])
             .timeout(self.request_timeout);
 
-        let response = self.send("list", request).await?;
+        let response = self.send("list", request, None).await?;
         response
             .json::<WorkflowPage>()
             .await
-            .map_err(|error| ApiError::Decode(error.to_string()))
+            .map_err(|error| ApiError::Decode(error_chain(&error)))
     }
 
     /// Opens the event stream of one workflow. Only the wait for the
-    /// response headers is bounded: the stream itself may last minutes.
+    /// response headers is bounded, and only once the request is sent: the
+    /// stream itself may last minutes, and the waits for the rate limit and
+    /// the token gate are not the server's delay.
     pub async fn subscribe(&self, workflow_id: &str) -> Result<Response, ApiError> {
         let url = format!("{}/v1/workflow/{workflow_id}/subscribe", self.base_url);
         let request = self
@@ -133,25 +136,46 @@ impl ApiClient {
             .get(url)
             .header(header::ACCEPT, "text/event-stream");
 
-        match tokio::time::timeout(self.request_timeout, self.send("subscribe", request)).await {
-            Ok(result) => result,
-            Err(_) => {
-                self.metrics.count_request("subscribe", "error");
-                Err(ApiError::TimedOut(self.request_timeout))
-            }
+        let response = self
+            .send("subscribe", request, Some(self.request_timeout))
+            .await?;
+        let content_type = response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or_default();
+        if !content_type.starts_with("text/event-stream") {
+            return Err(ApiError::NotAStream(content_type.to_owned()));
         }
+        Ok(response)
     }
 
-    async fn send(&self, endpoint: &str, request: RequestBuilder) -> Result<Response, ApiError> {
+    /// Sends one request through the token gate and the rate limit.
+    /// `header_timeout` bounds the wait for the response headers.
+    async fn send(
+        &self,
+        endpoint: &str,
+        request: RequestBuilder,
+        header_timeout: Option<Duration>,
+    ) -> Result<Response, ApiError> {
         let token = self.auth.token_for_request().await?;
         let _permit = self.limiter.acquire().await;
 
-        let response = match request.bearer_auth(token.expose()).send().await {
+        let sent = request.bearer_auth(token.expose()).send();
+        let transport = |error: reqwest::Error| ApiError::Transport(error.without_url());
+        let result = match header_timeout {
+            Some(limit) => match tokio::time::timeout(limit, sent).await {
+                Ok(result) => result.map_err(transport),
+                Err(_) => Err(ApiError::TimedOut(limit)),
+            },
+            None => sent.await.map_err(transport),
+        };
+        let response = match result {
             Ok(response) => response,
             Err(error) => {
                 self.metrics.count_request(endpoint, "error");
                 self.metrics.set_up(false);
-                return Err(ApiError::Transport(error.without_url()));
+                return Err(error);
             }
         };
 
@@ -227,11 +251,28 @@ async fn error_message(mut response: Response) -> String {
     }
 }
 
-/// Parses a `Retry-After` header given in seconds.
+/// Parses a `Retry-After` header given in seconds, capped at
+/// [`MAX_RETRY_AFTER`].
 fn retry_after(response: &Response) -> Option<Duration> {
     let value = response.headers().get(header::RETRY_AFTER)?.to_str().ok()?;
     let seconds: u64 = value.trim().parse().ok()?;
-    Some(Duration::from_secs(seconds))
+    Some(Duration::from_secs(seconds).min(MAX_RETRY_AFTER))
+}
+
+/// Formats an error with every cause in its chain, such as
+/// "error sending request: connection refused".
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// Shares one token among all requests and, while the API rejects it, lets
@@ -314,6 +355,69 @@ impl AuthGate {
                 retry_seconds = self.retry.as_secs_f64(),
                 "API rejected the token with HTTP 401; check the token file or COMFYCONTROL_TOKEN, retrying with the token read again"
             );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn response_with_retry_after(value: &str) -> Response {
+        let response = hyper::Response::builder()
+            .status(429)
+            .header(header::RETRY_AFTER, value)
+            .body(Vec::<u8>::new())
+            .expect("valid response");
+        Response::from(response)
+    }
+
+    #[test]
+    fn retry_after_is_read_in_seconds_and_capped() {
+        let seven = response_with_retry_after("7");
+        let huge = response_with_retry_after("18446744073709551615");
+        let date = response_with_retry_after("Wed, 21 Oct 2015 07:28:00 GMT");
+
+        assert_eq!(retry_after(&seven), Some(Duration::from_secs(7)));
+        assert_eq!(retry_after(&huge), Some(MAX_RETRY_AFTER));
+        assert_eq!(retry_after(&date), None);
+    }
+
+    #[test]
+    fn list_page_keeps_malformed_items() {
+        let body =
+            r#"{"workflows":[{"id":1,"status":"running"},{"id":"a","status":"queued"}],"total":2}"#;
+
+        let page: WorkflowPage = serde_json::from_str(body).expect("page decodes");
+
+        assert_eq!(page.workflows.len(), 2);
+        assert_eq!(page.total, 2);
+    }
+
+    #[test]
+    fn error_chain_names_every_cause() {
+        let inner =
+            std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused");
+        let outer = std::io::Error::other(ChainedError(inner));
+
+        let text = error_chain(&outer);
+
+        assert!(text.contains("connecting failed"), "{text}");
+        assert!(text.contains("connection refused"), "{text}");
+    }
+
+    #[derive(Debug)]
+    struct ChainedError(std::io::Error);
+
+    impl std::fmt::Display for ChainedError {
+        fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            formatter.write_str("connecting failed")
+        }
+    }
+
+    impl std::error::Error for ChainedError {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
         }
     }
 }

@@ -18,8 +18,10 @@ use crate::metrics::Metrics;
 use crate::status::Status;
 use crate::watchlist::Watchlist;
 
-/// Pages walked at most in one poll, a guard against a list that never ends.
-const MAX_PAGES: u32 = 1000;
+/// Pages walked at most in one poll, a guard against a list that never
+/// ends: 100 pages of 100 are as many workflows as the default
+/// `--max-tracked`.
+const MAX_PAGES: u32 = 100;
 
 /// Settings of discovery.
 #[derive(Debug, Clone)]
@@ -34,6 +36,9 @@ pub struct PollSummary {
     pub pages: u32,
     pub started: usize,
     pub already_finished: usize,
+    /// Listed items without a string `id` that is a UUID and a string
+    /// `status`, skipped.
+    pub invalid: usize,
 }
 
 /// Polls the list every interval until shutdown.
@@ -60,6 +65,12 @@ pub async fn run(
         match poll {
             Ok(summary) => {
                 metrics.set_discovery_success(unix_now());
+                if summary.invalid > 0 {
+                    tracing::warn!(
+                        skipped = summary.invalid,
+                        "skipped listed workflows without a valid id or status"
+                    );
+                }
                 tracing::debug!(?summary, "discovery poll finished");
             }
             Err(error) => {
@@ -84,14 +95,26 @@ pub async fn poll_once(
 
         let mut worth_next_page = false;
         for item in &body.workflows {
-            worth_next_page |= take_item(watchlist, &item.id, &item.status, &mut summary);
+            let id = item.get("id").and_then(serde_json::Value::as_str);
+            let status = item.get("status").and_then(serde_json::Value::as_str);
+            match (id, status) {
+                (Some(id), Some(status)) => {
+                    worth_next_page |= take_item(watchlist, id, status, &mut summary)
+                }
+                _ => summary.invalid += 1,
+            }
         }
 
         let seen = u64::from(page) * u64::from(per_page);
         if !worth_next_page || body.workflows.is_empty() || seen >= body.total {
-            break;
+            return Ok(summary);
         }
     }
+
+    tracing::warn!(
+        pages = MAX_PAGES,
+        "discovery stopped after the maximum number of list pages"
+    );
     Ok(summary)
 }
 
@@ -103,10 +126,7 @@ fn take_item(
     summary: &mut PollSummary,
 ) -> bool {
     let Ok(id) = uuid::Uuid::parse_str(raw_id) else {
-        tracing::warn!(
-            workflow_id = raw_id,
-            "ignoring listed workflow with an invalid id"
-        );
+        summary.invalid += 1;
         return false;
     };
     let id = id.to_string();

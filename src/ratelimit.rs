@@ -18,6 +18,9 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::{sleep_until, Instant};
 
+/// Pause used when a requested one does not fit the clock.
+const MAX_PAUSE: Duration = Duration::from_secs(24 * 60 * 60);
+
 /// A sliding-window limiter with a shared pause.
 #[derive(Debug)]
 pub struct RateLimiter {
@@ -139,7 +142,7 @@ impl RateLimiter {
     /// already in force is kept. Returns whether no pause was in force.
     pub fn pause(&self, duration: Duration) -> bool {
         let now = Instant::now();
-        let until = now + duration;
+        let until = now.checked_add(duration).unwrap_or(now + MAX_PAUSE);
         let mut state = self.lock();
 
         let was_paused = state.paused_until.is_some_and(|current| current > now);

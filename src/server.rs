@@ -25,12 +25,20 @@ use hyper::header::{self, HeaderValue};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
+use tokio::time::Instant;
 
 /// Content type of the Prometheus text exposition format 0.0.4.
 const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Time a client gets to send its request headers; a slow client would
+/// otherwise hold a connection and a file descriptor forever.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Minimum time between two log lines about failed accepts.
+const ACCEPT_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Time open connections get to finish after shutdown begins.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -47,15 +55,28 @@ pub struct Site {
 /// connections finish for a few seconds.
 pub async fn serve(listener: TcpListener, site: Arc<Site>, shutdown: impl Future<Output = ()>) {
     let graceful = GracefulShutdown::new();
-    let builder = http1::Builder::new();
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
     tokio::pin!(shutdown);
+
+    let mut accept_errors = 0u64;
+    let mut last_accept_log = None;
 
     loop {
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => stream,
                 Err(error) => {
-                    tracing::warn!(%error, "failed to accept a connection");
+                    // Out of file descriptors, this fails until connections
+                    // close, so log it once per interval with a count.
+                    accept_errors += 1;
+                    if last_accept_log.is_none_or(|at: Instant| at.elapsed() >= ACCEPT_LOG_INTERVAL) {
+                        tracing::warn!(%error, failures = accept_errors, "failed to accept connections");
+                        last_accept_log = Some(Instant::now());
+                        accept_errors = 0;
+                    }
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }

@@ -5,6 +5,7 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::time::Duration;
 
 use reqwest::Url;
 
@@ -75,12 +76,12 @@ impl Settings {
             client: ClientConfig {
                 base_url: parse_api_url(&args.api_url)?,
                 token,
-                connect_timeout: args.connect_timeout,
-                request_timeout: positive("--api.request-timeout", args.request_timeout)?,
+                connect_timeout: duration("--api.connect-timeout", args.connect_timeout)?,
+                request_timeout: duration("--api.request-timeout", args.request_timeout)?,
                 rate_limit: at_least_one("--api.rate-limit", args.rate_limit)?,
-                rate_window: positive("--api.rate-limit-window", args.rate_limit_window)?,
-                cooldown: args.cooldown,
-                unauthorized_retry: positive("--api.unauthorized-retry", args.unauthorized_retry)?,
+                rate_window: duration("--api.rate-limit-window", args.rate_limit_window)?,
+                cooldown: duration("--api.cooldown", args.cooldown)?,
+                unauthorized_retry: duration("--api.unauthorized-retry", args.unauthorized_retry)?,
             },
             watch: watch_config(args)?,
             metrics: MetricsConfig {
@@ -121,6 +122,14 @@ fn parse_api_url(value: &str) -> Result<Url, SettingsError> {
     if url.query().is_some() || url.fragment().is_some() {
         return Err(invalid("--api.url", value, "remove the query and fragment"));
     }
+    if !url.username().is_empty() || url.password().is_some() {
+        // The value is not shown: it contains a credential.
+        return Err(invalid(
+            "--api.url",
+            "(redacted)",
+            "remove the user name and password; the token goes in --api.token-file",
+        ));
+    }
     Ok(url)
 }
 
@@ -143,15 +152,23 @@ fn watch_config(args: &ExporterArgs) -> Result<WatchConfig, SettingsError> {
     Ok(WatchConfig {
         max_updates: at_least_one("--sse.max-updates", args.sse_max_updates)?,
         max_line_bytes: args.sse_max_line_bytes,
-        idle_timeout: positive("--api.idle-timeout", args.idle_timeout)?,
-        backoff_min: positive("--api.backoff-min", args.backoff_min)?,
-        backoff_max: args.backoff_max,
+        idle_timeout: duration("--api.idle-timeout", args.idle_timeout)?,
+        backoff_min: duration("--api.backoff-min", args.backoff_min)?,
+        backoff_max: duration("--api.backoff-max", args.backoff_max)?,
     })
 }
 
 fn discovery_config(args: &ExporterArgs) -> Result<Option<DiscoveryConfig>, SettingsError> {
     if args.discovery_interval.is_zero() {
         return Ok(None);
+    }
+    let interval = duration("--discovery.interval", args.discovery_interval)?;
+    if interval < MIN_DISCOVERY_INTERVAL {
+        return Err(invalid(
+            "--discovery.interval",
+            humantime::format_duration(interval),
+            "must be 0 (off) or at least 100ms",
+        ));
     }
     if !(1..=100).contains(&args.discovery_per_page) {
         return Err(invalid(
@@ -161,7 +178,7 @@ fn discovery_config(args: &ExporterArgs) -> Result<Option<DiscoveryConfig>, Sett
         ));
     }
     Ok(Some(DiscoveryConfig {
-        interval: args.discovery_interval,
+        interval,
         per_page: args.discovery_per_page,
     }))
 }
@@ -245,12 +262,21 @@ fn buckets(flag: &'static str, values: &[f64]) -> Result<Vec<f64>, SettingsError
     Ok(values.to_vec())
 }
 
-fn positive(
-    flag: &'static str,
-    value: std::time::Duration,
-) -> Result<std::time::Duration, SettingsError> {
+/// Longest duration any flag accepts; longer ones are mistakes and would
+/// overflow the clock arithmetic.
+const MAX_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// Shortest discovery interval: a shorter one only spends the request budget.
+const MIN_DISCOVERY_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Checks that a duration flag is above zero and at most a day.
+fn duration(flag: &'static str, value: Duration) -> Result<Duration, SettingsError> {
+    let shown = humantime::format_duration(value);
     if value.is_zero() {
         return Err(invalid(flag, "0", "must be greater than zero"));
+    }
+    if value > MAX_DURATION {
+        return Err(invalid(flag, shown, "must be at most 24h"));
     }
     Ok(value)
 }
@@ -325,7 +351,11 @@ mod tests {
 
     #[test]
     fn invalid_values_name_their_flag() {
-        let cases: [&[&str]; 7] = [
+        let cases: [&[&str]; 11] = [
+            &["--api.cooldown", "0"],
+            &["--api.connect-timeout", "48h"],
+            &["--discovery.interval", "1ns"],
+            &["--api.url", "http://user:secret@127.0.0.1:1"],
             &["--api.url", "ftp://example.invalid"],
             &["--api.rate-limit", "0"],
             &["--discovery.per-page", "101"],
@@ -339,6 +369,14 @@ mod tests {
             let error = settings(flags).expect_err(flags[0]);
             assert!(error.to_string().contains(flags[0]), "{error}");
         }
+    }
+
+    #[test]
+    fn url_credentials_are_not_echoed() {
+        let error =
+            settings(&["--api.url", "http://user:s3cret@127.0.0.1:1"]).expect_err("rejected");
+
+        assert!(!error.to_string().contains("s3cret"), "{error}");
     }
 
     #[test]

@@ -45,6 +45,8 @@ pub enum Outcome {
     Finished(Status),
     /// The API does not know the workflow.
     NotFound,
+    /// The watcher panicked; the panic message went to standard error.
+    Failed,
 }
 
 /// The state every watcher shares.
@@ -76,7 +78,7 @@ enum BodyError {
     #[error("no data for {0:?}")]
     Idle(Duration),
 
-    #[error("reading the stream failed: {0}")]
+    #[error("reading the stream failed: {}", crate::client::error_chain(.0))]
     Transport(#[source] reqwest::Error),
 }
 
@@ -105,6 +107,8 @@ impl Watcher {
                 .set(workflow_id, state.status, state.status_since);
         }
         let mut backoff = Backoff::new(self.config.backoff_min, self.config.backoff_max);
+        // Whether the previous connection ended before the update limit.
+        let mut troubled = false;
 
         loop {
             let end = match self.client.subscribe(workflow_id).await {
@@ -129,7 +133,9 @@ impl Watcher {
             let (reason, delay) = match end {
                 StreamEnd::Terminal(status) => return Outcome::Finished(status),
                 StreamEnd::Held => (ReconnectReason::Error, Duration::ZERO),
-                StreamEnd::Closed { events } => self.after_close(workflow_id, events, &mut backoff),
+                StreamEnd::Closed { events } => {
+                    self.after_close(workflow_id, events, &mut backoff, troubled)
+                }
                 StreamEnd::Failed { events, error } => {
                     if events > 0 {
                         backoff.reset();
@@ -140,44 +146,45 @@ impl Watcher {
                 }
             };
 
+            troubled = reason != ReconnectReason::UpdateLimit;
             self.metrics.count_reconnect(reason);
             tokio::time::sleep(delay).await;
         }
     }
 
     /// Chooses the reconnect reason and delay after a stream closed cleanly.
+    /// A stream that ends early is reopened at once, unless the one before
+    /// it also ended early or failed: a proxy that cuts every stream after
+    /// an event must not take the whole request budget.
     fn after_close(
         &self,
         workflow_id: &str,
         events: u32,
         backoff: &mut Backoff,
+        troubled_before: bool,
     ) -> (ReconnectReason, Duration) {
-        if events == 0 {
-            let delay = backoff.next_delay();
-            tracing::warn!(
-                workflow_id,
-                retry_in_seconds = delay.as_secs_f64(),
-                "workflow stream closed before its first event, retrying"
-            );
-            return (ReconnectReason::Disconnected, delay);
-        }
-
-        backoff.reset();
         if events >= self.config.max_updates {
+            backoff.reset();
             tracing::debug!(
                 workflow_id,
                 events,
                 "workflow stream reached the update limit, reconnecting"
             );
-            (ReconnectReason::UpdateLimit, Duration::ZERO)
-        } else {
-            tracing::debug!(
-                workflow_id,
-                events,
-                "workflow stream closed early, reconnecting"
-            );
-            (ReconnectReason::Disconnected, Duration::ZERO)
+            return (ReconnectReason::UpdateLimit, Duration::ZERO);
         }
+
+        let delay = if events == 0 || troubled_before {
+            backoff.next_delay()
+        } else {
+            Duration::ZERO
+        };
+        tracing::warn!(
+            workflow_id,
+            events,
+            retry_in_seconds = delay.as_secs_f64(),
+            "workflow stream closed before the update limit, reconnecting"
+        );
+        (ReconnectReason::Disconnected, delay)
     }
 
     /// Reads one connection's events until it ends.

@@ -8,7 +8,10 @@
 //! order.
 
 use std::collections::{HashSet, VecDeque};
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
+
+use futures_util::FutureExt;
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -107,8 +110,13 @@ impl Watchlist {
         tracing::debug!(workflow_id, "started watching workflow");
 
         self.tasks.spawn(async move {
+            // A panic in one watcher must not keep its slot taken forever.
+            let watch = AssertUnwindSafe(list.watcher.watch(&workflow_id, seed)).catch_unwind();
             let outcome = tokio::select! {
-                outcome = list.watcher.watch(&workflow_id, seed) => Some(outcome),
+                outcome = watch => Some(outcome.unwrap_or_else(|_| {
+                    tracing::error!(workflow_id, "watcher panicked, no longer watching the workflow");
+                    Outcome::Failed
+                })),
                 _ = list.shutdown.cancelled() => None,
             };
             list.release(workflow_id, outcome);
@@ -123,6 +131,9 @@ impl Watchlist {
         let mut state = self.lock();
         state.tracked.remove(&workflow_id);
         match outcome {
+            // The list may show the workflow again later; discovery then
+            // offers it anew.
+            Some(Outcome::NotFound) => {}
             Some(outcome) => {
                 tracing::debug!(workflow_id, ?outcome, "stopped watching workflow");
                 state.done.insert(workflow_id);

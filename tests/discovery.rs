@@ -84,8 +84,8 @@ async fn later_polls_stop_at_the_first_known_page() {
 
     let expected_first = PollSummary {
         pages: 4,
-        started: 0,
         already_finished: 20,
+        ..PollSummary::default()
     };
     assert_eq!(first, expected_first);
     assert_eq!(

@@ -358,3 +358,44 @@ async fn malformed_events_are_counted_and_skipped() {
     );
     exporter.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_cut_early_back_off() {
+    let workflow = ScriptedWorkflow::new(
+        "cut after two events",
+        vec![Phase::new(Status::Running, Duration::from_secs(60))],
+        End::Never,
+    );
+    let flags = workflow_flags(std::slice::from_ref(&workflow));
+    let mut config = simulator_config(vec![workflow]);
+    // The server closes cleanly after two events, far below the limit the
+    // exporter expects, as a proxy cutting streams would.
+    config.max_updates = 2;
+    let simulator = start_simulator(config).await;
+    let exporter = start_exporter(
+        &simulator.base_url(),
+        TOKEN,
+        &with_flags(
+            &flags,
+            &["--api.backoff-min", "200ms", "--api.backoff-max", "400ms"],
+        ),
+    )
+    .await;
+
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let scrape = exporter.scrape().await;
+
+    // Reopening at once would take about 40 connections in two seconds.
+    let connections = simulator.stats().subscribe_connections;
+    assert!(connections >= 3, "{connections} connections");
+    assert!(
+        connections <= 14,
+        "{connections} connections in two seconds"
+    );
+    let disconnected = scrape.get(
+        "comfycontrol_sse_reconnects_total",
+        &[("reason", "disconnected")],
+    );
+    assert!(disconnected >= 2.0, "{disconnected} early closes counted");
+    exporter.stop().await;
+}

@@ -13,6 +13,8 @@
 //!   the current status of every watched workflow for the gauges.
 //! - [`server`] serves `/metrics` and the health endpoints.
 //!
+//! [`loglimit`] keeps repeated warnings from many watchers to a few lines.
+//!
 //! [`simulator`] is a faithful stand-in for the API, used by the tests and
 //! by [`demo`]. [`cli`], [`settings`], [`logging`] and [`launch`] turn the
 //! command line into a running process; `main.rs` only calls [`launch::run`].
@@ -27,6 +29,7 @@ pub mod discovery;
 pub mod exporter;
 pub mod launch;
 pub mod logging;
+pub mod loglimit;
 pub mod metrics;
 pub mod ratelimit;
 pub mod server;

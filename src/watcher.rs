@@ -19,10 +19,16 @@ use crate::backoff::Backoff;
 use crate::board::Board;
 use crate::change::{Change, Tracked};
 use crate::client::{ApiClient, ApiError};
+use crate::loglimit::LogLimiter;
 use crate::metrics::{Metrics, ReconnectReason};
 use crate::snapshot::Snapshot;
 use crate::sse::{self, EventError};
 use crate::status::Status;
+
+/// Warnings about retries and bad events written per [`WARNING_PERIOD`],
+/// across all watchers; the rest are counted in the next one written.
+const WARNINGS_PER_PERIOD: u32 = 20;
+const WARNING_PERIOD: Duration = Duration::from_secs(10);
 
 /// Distinct unknown status values logged; later ones are only counted.
 const MAX_LOGGED_UNKNOWN_STATUSES: usize = 100;
@@ -56,6 +62,7 @@ pub struct Watcher {
     board: Arc<Board>,
     config: WatchConfig,
     logged_unknown_statuses: Mutex<HashSet<String>>,
+    warnings: LogLimiter,
 }
 
 /// The end of one connection.
@@ -95,6 +102,7 @@ impl Watcher {
             board,
             config,
             logged_unknown_statuses: Mutex::new(HashSet::new()),
+            warnings: LogLimiter::new(WARNINGS_PER_PERIOD, WARNING_PERIOD),
         }
     }
 
@@ -141,7 +149,15 @@ impl Watcher {
                         backoff.reset();
                     }
                     let delay = backoff.next_delay();
-                    tracing::warn!(workflow_id, %error, retry_in_seconds = delay.as_secs_f64(), "workflow stream failed, retrying");
+                    if let Some(left_out) = self.warnings.admit() {
+                        tracing::warn!(
+                            workflow_id,
+                            %error,
+                            retry_in_seconds = delay.as_secs_f64(),
+                            left_out,
+                            "workflow stream failed, retrying"
+                        );
+                    }
                     (ReconnectReason::Error, delay)
                 }
             };
@@ -178,12 +194,15 @@ impl Watcher {
         } else {
             Duration::ZERO
         };
-        tracing::warn!(
-            workflow_id,
-            events,
-            retry_in_seconds = delay.as_secs_f64(),
-            "workflow stream closed before the update limit, reconnecting"
-        );
+        if let Some(left_out) = self.warnings.admit() {
+            tracing::warn!(
+                workflow_id,
+                events,
+                retry_in_seconds = delay.as_secs_f64(),
+                left_out,
+                "workflow stream closed before the update limit, reconnecting"
+            );
+        }
         (ReconnectReason::Disconnected, delay)
     }
 
@@ -217,7 +236,9 @@ impl Watcher {
                 }
                 Err(error) => {
                     self.metrics.count_invalid_event(error.reason());
-                    tracing::warn!(workflow_id, %error, "ignoring invalid event");
+                    if let Some(left_out) = self.warnings.admit() {
+                        tracing::warn!(workflow_id, %error, left_out, "ignoring invalid event");
+                    }
                 }
             }
         }
@@ -240,7 +261,9 @@ impl Watcher {
         match error {
             EventError::InvalidUtf8 => {
                 self.metrics.count_invalid_event("invalid_utf8");
-                tracing::warn!(workflow_id, "ignoring event with invalid UTF-8");
+                if let Some(left_out) = self.warnings.admit() {
+                    tracing::warn!(workflow_id, left_out, "ignoring event with invalid UTF-8");
+                }
                 None
             }
             EventError::LineTooLong { limit } => {
@@ -257,7 +280,9 @@ impl Watcher {
             }
             EventError::Truncated => {
                 self.metrics.count_invalid_event("truncated");
-                tracing::warn!(workflow_id, "workflow stream ended inside a line");
+                if let Some(left_out) = self.warnings.admit() {
+                    tracing::warn!(workflow_id, left_out, "workflow stream ended inside a line");
+                }
                 Some(StreamEnd::Closed { events: delivered })
             }
             EventError::Transport(error) => Some(failed(error.to_string())),

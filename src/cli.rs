@@ -276,6 +276,13 @@ pub struct ExporterArgs {
     )]
     pub telemetry_path: String,
 
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+/// Flags of the log output, shared by every command.
+#[derive(Debug, Clone, PartialEq, Eq, Args)]
+pub struct LogArgs {
     /// Minimum level of the log lines written.
     #[arg(
         long = "log.level",

@@ -24,12 +24,12 @@ pub async fn run(matches: &ArgMatches) -> ExitCode {
         Ok(cli) => cli,
         Err(error) => error.exit(),
     };
-    let (level, format) = match &cli.command {
-        None => (cli.exporter.log_level, cli.exporter.log_format),
-        Some(Command::Demo(args)) => (args.exporter.log_level, args.exporter.log_format),
-        Some(Command::Simulate(_)) => (cli.exporter.log_level, cli.exporter.log_format),
+    let log = match &cli.command {
+        None => &cli.exporter.log,
+        Some(Command::Demo(args)) => &args.exporter.log,
+        Some(Command::Simulate(args)) => &args.log,
     };
-    logging::init(level, format);
+    logging::init(log.log_level, log.log_format);
 
     match cli.command {
         None => run_exporter(cli.exporter).await,

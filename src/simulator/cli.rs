@@ -80,6 +80,9 @@ pub struct SimulateArgs {
     /// interval give the same workflows.
     #[arg(long, env = "COMFYCONTROL_SIMULATOR_SEED")]
     pub seed: Option<u64>,
+
+    #[command(flatten)]
+    pub log: crate::cli::LogArgs,
 }
 
 impl SimulateArgs {

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# End-to-end check with a real Prometheus: starts the exporter's demo on a
-# free loopback port, checks its /metrics as Prometheus expects it (promtool
-# check metrics, gzip, HEAD), then runs deploy/live-check.sh, which scrapes
+# End-to-end check with a real Prometheus. It starts the exporter's demo on
+# a free loopback port and checks its /metrics as Prometheus expects it
+# (promtool check metrics, gzip, HEAD). Then deploy/live-check.sh scrapes
 # the demo with the shipped config and rules and checks every dashboard
 # query and rule through Prometheus's HTTP API.
 #

@@ -20,8 +20,8 @@ use crate::token::{Token, TokenError, TokenSource};
 /// Largest error body read to find the API's `message`, in bytes.
 const MAX_ERROR_BODY: usize = 4096;
 
-/// Longest pause a `Retry-After` header can impose. The API documents a
-/// 10 s cooldown, so a far longer value is treated as a server error.
+/// Maximum pause a `Retry-After` header can impose. The API documents a
+/// 10 s cooldown, so a far longer value is capped to this.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
 
 /// Settings of the API client.

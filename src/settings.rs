@@ -262,7 +262,7 @@ fn buckets(flag: &'static str, values: &[f64]) -> Result<Vec<f64>, SettingsError
     Ok(values.to_vec())
 }
 
-/// Longest duration any flag accepts; longer ones are mistakes and would
+/// Maximum duration any flag accepts. Longer ones are mistakes and would
 /// overflow the clock arithmetic.
 const MAX_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
 

@@ -23,10 +23,10 @@ pub const TOKEN: &str = "cfc_test0token";
 /// loaded 2-core machine still reads every snapshot.
 pub const INTERVAL: Duration = Duration::from_millis(25);
 
-/// Longest wait for a condition before a test fails.
+/// Maximum wait for a condition before a test fails.
 pub const PATIENCE: Duration = Duration::from_secs(30);
 
-/// A simulator config with the test token and interval and these workflows.
+/// Builds a simulator config with the test token, the test interval and these workflows.
 pub fn simulator_config(workflows: Vec<ScriptedWorkflow>) -> SimulatorConfig {
     SimulatorConfig {
         token: TOKEN.to_owned(),
@@ -53,8 +53,8 @@ pub struct Exporter {
     task: Option<JoinHandle<()>>,
 }
 
-/// Starts an exporter with the token in a file and the given flags; unless
-/// they say otherwise, discovery is off, backoffs are short and the request
+/// Starts an exporter with the token in a file and the given flags. Unless
+/// the flags set them, discovery is off, backoffs are short and the request
 /// budget is large.
 pub async fn start_exporter(api_url: &str, token: &str, flags: &[&str]) -> Exporter {
     let mut token_file = tempfile::NamedTempFile::new().expect("token file");
@@ -151,7 +151,7 @@ impl Exporter {
 pub struct Scrape(pub String);
 
 impl Scrape {
-    /// The value of the series with exactly these labels, if present.
+    /// Returns the value of the series with exactly these labels, if present.
     pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
         self.0
             .lines()
@@ -175,7 +175,7 @@ impl Scrape {
             .sum()
     }
 
-    /// Whether any series of `name` carries these labels among others.
+    /// Checks whether any series of `name` carries these labels among others.
     pub fn has(&self, name: &str, labels: &[(&str, &str)]) -> bool {
         self.0
             .lines()
@@ -221,7 +221,7 @@ fn parse_sample_subset(line: &str, name: &str, labels: &[(&str, &str)]) -> Optio
         .then_some(value)
 }
 
-/// Polls `condition` every 20 ms until it holds or [`PATIENCE`] passes.
+/// Polls `condition` every 20 ms until it is true or [`PATIENCE`] passes.
 pub async fn eventually<F, Fut>(what: &str, condition: F)
 where
     F: Fn() -> Fut,

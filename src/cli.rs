@@ -36,11 +36,13 @@ pub enum Command {
     /// Serve a simulated ComfyControl API with a continuous workload.
     Simulate(SimulateArgs),
 
-    /// Run the simulator and the exporter against it in one process.
+    /// Run the simulator and the exporter against it in one process
+    /// (--api.url and --api.token-file are replaced by the simulator's).
     Demo(Box<DemoArgs>),
 }
 
-/// Flags of the `demo` subcommand.
+/// Flags of the `demo` subcommand. It takes every exporter flag, but
+/// `--api.url` and the token come from its own simulator.
 #[derive(Debug, Args)]
 pub struct DemoArgs {
     /// Address of the demo's simulated API; port 0 picks a free port.

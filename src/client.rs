@@ -20,6 +20,13 @@ use crate::token::{Token, TokenError, TokenSource};
 /// Largest error body read to find the API's `message`, in bytes.
 const MAX_ERROR_BODY: usize = 4096;
 
+/// Largest workflow list body read, in bytes: a page of 100 workflows is
+/// tens of kilobytes.
+const MAX_LIST_BODY: usize = 8 * 1024 * 1024;
+
+/// Minimum pause after a 429, also when `Retry-After` says 0.
+const MIN_RETRY_AFTER: Duration = Duration::from_secs(1);
+
 /// Maximum pause a `Retry-After` header can impose. The API documents a
 /// 10 s cooldown, so a far longer value is capped to this.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
@@ -103,7 +110,8 @@ impl ApiClient {
             base_url: config.base_url.as_str().trim_end_matches('/').to_owned(),
             request_timeout: config.request_timeout,
             cooldown: config.cooldown,
-            limiter: RateLimiter::new(config.rate_limit, config.rate_window),
+            limiter: RateLimiter::new(config.rate_limit, config.rate_window)
+                .with_startup_reserve(startup_reserve(config.rate_limit)),
             auth: AuthGate::new(config.token, token, config.unauthorized_retry),
             metrics,
         })
@@ -119,10 +127,15 @@ impl ApiClient {
             .timeout(self.request_timeout);
 
         let response = self.send("list", request, None).await?;
-        response
-            .json::<WorkflowPage>()
-            .await
-            .map_err(|error| ApiError::Decode(error_chain(&error)))
+        let page = read_capped(response, MAX_LIST_BODY).await.and_then(|body| {
+            serde_json::from_slice::<WorkflowPage>(&body)
+                .map_err(|error| ApiError::Decode(error.to_string()))
+        });
+        if page.is_err() {
+            // A 200 whose body is no workflow list is a broken API.
+            self.metrics.set_up(false);
+        }
+        page
     }
 
     /// Opens the event stream of one workflow. Only the wait for the
@@ -144,7 +157,10 @@ impl ApiClient {
             .get(header::CONTENT_TYPE)
             .and_then(|value| value.to_str().ok())
             .unwrap_or_default();
-        if !content_type.starts_with("text/event-stream") {
+        if !content_type
+            .to_ascii_lowercase()
+            .starts_with("text/event-stream")
+        {
             return Err(ApiError::NotAStream(content_type.to_owned()));
         }
         Ok(response)
@@ -230,6 +246,22 @@ impl ApiClient {
     }
 }
 
+/// Reads a whole body, failing once it grows past `limit` bytes.
+async fn read_capped(mut response: Response, limit: usize) -> Result<Vec<u8>, ApiError> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|error| ApiError::Decode(error_chain(&error)))?
+    {
+        if body.len() + chunk.len() > limit {
+            return Err(ApiError::Decode(format!("body larger than {limit} bytes")));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
 /// Reads the `message` of the API's JSON error body, or a short excerpt.
 async fn error_message(mut response: Response) -> String {
     let mut body = Vec::new();
@@ -251,12 +283,19 @@ async fn error_message(mut response: Response) -> String {
     }
 }
 
-/// Parses a `Retry-After` header given in seconds, capped at
-/// [`MAX_RETRY_AFTER`].
+/// Parses a `Retry-After` header given in seconds, kept between
+/// [`MIN_RETRY_AFTER`] and [`MAX_RETRY_AFTER`].
 fn retry_after(response: &Response) -> Option<Duration> {
     let value = response.headers().get(header::RETRY_AFTER)?.to_str().ok()?;
     let seconds: u64 = value.trim().parse().ok()?;
-    Some(Duration::from_secs(seconds).min(MAX_RETRY_AFTER))
+    Some(Duration::from_secs(seconds).clamp(MIN_RETRY_AFTER, MAX_RETRY_AFTER))
+}
+
+/// Requests of the first window held back at start: two thirds of the
+/// budget. A process restarted at once after one that spent its whole
+/// budget of 30 then sends at most 10 in the API's window, 40 in all.
+fn startup_reserve(rate_limit: u32) -> usize {
+    rate_limit as usize * 2 / 3
 }
 
 /// Formats an error with every cause in its chain, such as
@@ -377,8 +416,10 @@ mod tests {
         let seven = response_with_retry_after("7");
         let huge = response_with_retry_after("18446744073709551615");
         let date = response_with_retry_after("Wed, 21 Oct 2015 07:28:00 GMT");
+        let zero = response_with_retry_after("0");
 
         assert_eq!(retry_after(&seven), Some(Duration::from_secs(7)));
+        assert_eq!(retry_after(&zero), Some(MIN_RETRY_AFTER));
         assert_eq!(retry_after(&huge), Some(MAX_RETRY_AFTER));
         assert_eq!(retry_after(&date), None);
     }

@@ -7,6 +7,7 @@
 //! is remembered and never counted: its status changes happened before the
 //! exporter could see them.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -88,21 +89,28 @@ pub async fn poll_once(
     per_page: u32,
 ) -> Result<PollSummary, ApiError> {
     let mut summary = PollSummary::default();
+    let mut seen_this_poll = HashSet::new();
 
     for page in 1..=MAX_PAGES {
         let body = client.list(page, per_page).await?;
         summary.pages = page;
 
         let mut worth_next_page = false;
+        let mut new_on_page = false;
         for item in &body.workflows {
             let id = item.get("id").and_then(serde_json::Value::as_str);
             let status = item.get("status").and_then(serde_json::Value::as_str);
             match (id, status) {
                 (Some(id), Some(status)) => {
+                    new_on_page |= seen_this_poll.insert(id.to_owned());
                     worth_next_page |= take_item(watchlist, id, status, &mut summary)
                 }
                 _ => summary.invalid += 1,
             }
+        }
+        // A page that repeats earlier pages means the server ignores `page`.
+        if !new_on_page {
+            return Ok(summary);
         }
 
         let seen = u64::from(page) * u64::from(per_page);

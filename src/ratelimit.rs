@@ -76,6 +76,25 @@ impl RateLimiter {
         }
     }
 
+    /// Counts `reserved` requests as sent just now. A process that replaces
+    /// another starts with this, because the server still counts the
+    /// requests the old process sent in its last window.
+    pub fn with_startup_reserve(self, reserved: usize) -> RateLimiter {
+        let now = Instant::now();
+        {
+            let mut state = self.lock();
+            for _ in 0..reserved.min(self.limit.saturating_sub(1)) {
+                let id = state.next_id;
+                state.next_id += 1;
+                state.slots.push(Slot {
+                    id,
+                    finished_at: Some(now),
+                });
+            }
+        }
+        self
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state
             .lock()
@@ -243,6 +262,15 @@ mod tests {
         let (admitted_at, ()) = tokio::join!(waiter, release);
 
         assert!(admitted_at >= start + Duration::from_secs(3));
+    }
+
+    #[test]
+    fn startup_reserve_leaves_the_rest_of_the_first_window() {
+        let start = Instant::now();
+        let limiter = RateLimiter::new(3, WINDOW).with_startup_reserve(2);
+
+        assert!(limiter.try_acquire(start).is_ok());
+        assert!(matches!(limiter.try_acquire(start), Err(Wait::Until(_))));
     }
 
     #[tokio::test(start_paused = true)]

@@ -28,6 +28,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 /// Content type of the Prometheus text exposition format 0.0.4.
@@ -36,6 +37,9 @@ const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// Time a client gets to send its request headers; a slow client would
 /// otherwise hold a connection and a file descriptor forever.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Maximum HTTP connections served at once.
+const MAX_CONNECTIONS: usize = 256;
 
 /// Minimum time between two log lines about failed accepts.
 const ACCEPT_LOG_INTERVAL: Duration = Duration::from_secs(10);
@@ -64,7 +68,18 @@ pub async fn serve(listener: TcpListener, site: Arc<Site>, shutdown: impl Future
     let mut accept_errors = 0u64;
     let mut last_accept_log = None;
 
+    let connections = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+
     loop {
+        // Beyond the cap, new connections wait in the listen backlog, so a
+        // flood cannot take the file descriptors the API client needs.
+        let permit = tokio::select! {
+            permit = Arc::clone(&connections).acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+            _ = &mut shutdown => break,
+        };
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => stream,
@@ -95,6 +110,7 @@ pub async fn serve(listener: TcpListener, site: Arc<Site>, shutdown: impl Future
             if let Err(error) = connection.await {
                 tracing::debug!(%error, "HTTP connection ended with an error");
             }
+            drop(permit);
         });
     }
 

@@ -1,11 +1,14 @@
 //! One task per watched workflow: read its stream, reconnect, count changes.
 //!
 //! A stream that ends without a terminal snapshot (the server's limit of
-//! events per connection, a proxy, a reset) is opened again at once. After
-//! an error the watcher backs off instead. The backoff is reset only after a stream
-//! delivered an event, so a server that accepts and closes at once is not
-//! hammered. Because each event is a full snapshot and [`Tracked`] outlives
-//! connections, the repeated first event of a new connection changes nothing.
+//! events per connection, a proxy, a reset) is opened again at once if it
+//! was healthy: it reached the update limit, delivered several events or
+//! stayed open for a while. After an error or a short stream, the watcher
+//! backs off, and the backoff resets only after a healthy stream. So neither
+//! a server that accepts and closes at once nor one that cuts every stream
+//! after an event takes the whole request budget. Because each event is a
+//! full snapshot and [`Tracked`] outlives connections, the repeated first
+//! event of a new connection changes nothing.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -29,6 +32,11 @@ use crate::status::Status;
 /// across all watchers; the rest are counted in the next one written.
 const WARNINGS_PER_PERIOD: u32 = 20;
 const WARNING_PERIOD: Duration = Duration::from_secs(10);
+
+/// A stream that delivered this many events, or stayed open this long, was
+/// healthy: when it ends, the backoff starts again from its minimum.
+const HEALTHY_EVENTS: u32 = 10;
+const HEALTHY_DURATION: Duration = Duration::from_secs(10);
 
 /// Distinct unknown status values logged; later ones are only counted.
 const MAX_LOGGED_UNKNOWN_STATUSES: usize = 100;
@@ -115,10 +123,9 @@ impl Watcher {
                 .set(workflow_id, state.status, state.status_since);
         }
         let mut backoff = Backoff::new(self.config.backoff_min, self.config.backoff_max);
-        // Whether the previous connection ended before the update limit.
-        let mut troubled = false;
 
         loop {
+            let opened = Instant::now();
             let end = match self.client.subscribe(workflow_id).await {
                 Ok(response) => {
                     let body = with_idle_timeout(response.bytes_stream(), self.config.idle_timeout);
@@ -142,10 +149,10 @@ impl Watcher {
                 StreamEnd::Terminal(status) => return Outcome::Finished(status),
                 StreamEnd::Held => (ReconnectReason::Error, Duration::ZERO),
                 StreamEnd::Closed { events } => {
-                    self.after_close(workflow_id, events, &mut backoff, troubled)
+                    self.after_close(workflow_id, events, opened.elapsed(), &mut backoff)
                 }
                 StreamEnd::Failed { events, error } => {
-                    if events > 0 {
+                    if healthy(events, opened.elapsed()) {
                         backoff.reset();
                     }
                     let delay = backoff.next_delay();
@@ -162,22 +169,21 @@ impl Watcher {
                 }
             };
 
-            troubled = reason != ReconnectReason::UpdateLimit;
             self.metrics.count_reconnect(reason);
             tokio::time::sleep(delay).await;
         }
     }
 
     /// Chooses the reconnect reason and delay after a stream closed cleanly.
-    /// A stream that ends early is reopened at once, unless the one before
-    /// it also ended early or failed: a proxy that cuts every stream after
-    /// an event must not take the whole request budget.
+    /// A stream that reached the update limit or was healthy is reopened at
+    /// once; a short one backs off, so that a proxy cutting every stream
+    /// after an event cannot take the whole request budget.
     fn after_close(
         &self,
         workflow_id: &str,
         events: u32,
+        lived: Duration,
         backoff: &mut Backoff,
-        troubled_before: bool,
     ) -> (ReconnectReason, Duration) {
         if events >= self.config.max_updates {
             backoff.reset();
@@ -189,10 +195,11 @@ impl Watcher {
             return (ReconnectReason::UpdateLimit, Duration::ZERO);
         }
 
-        let delay = if events == 0 || troubled_before {
-            backoff.next_delay()
-        } else {
+        let delay = if healthy(events, lived) {
+            backoff.reset();
             Duration::ZERO
+        } else {
+            backoff.next_delay()
         };
         if let Some(left_out) = self.warnings.admit() {
             tracing::warn!(
@@ -311,19 +318,21 @@ impl Watcher {
                 changes
             }
         };
-        self.metrics.apply(workflow_id, &changes);
         let moved = log_changes(workflow_id, &changes);
 
+        // The board changes before the counters, so a scrape that sees a
+        // change counted also sees the workflow in its new status. Most
+        // snapshots repeat the status and leave the board alone.
         let status = snapshot.status;
         if status.is_terminal() {
-            return Some(status);
-        }
-        // Most snapshots repeat the status, and the board changes only with it.
-        if let (true, Some(state)) = (first || moved, tracked) {
+            self.board.remove(workflow_id);
+        } else if let (true, Some(state)) = (first || moved, tracked) {
             self.board
                 .set(workflow_id, state.status, state.status_since);
         }
-        None
+        self.metrics.apply(workflow_id, &changes);
+
+        status.is_terminal().then_some(status)
     }
 
     fn note_unknown_status(&self, workflow_id: &str, value: &str) {
@@ -341,6 +350,12 @@ impl Watcher {
             );
         }
     }
+}
+
+/// Checks whether a stream that ended early was still worth reopening at
+/// once, because it delivered enough events or stayed open long enough.
+fn healthy(events: u32, lived: Duration) -> bool {
+    events > 0 && (events >= HEALTHY_EVENTS || lived >= HEALTHY_DURATION)
 }
 
 /// Logs the status changes; returns whether there was one.

@@ -25,8 +25,13 @@ fn finished(scrape: &Scrape, status: &str) -> f64 {
     scrape.get(FINISHED, &[("status", status)])
 }
 
+/// Waits for the finished count and for every watcher to have ended, which
+/// happens just after its workflow is counted.
 fn all_finished(expected: f64) -> impl Fn(&Scrape) -> bool {
-    move |scrape| scrape.sum(FINISHED, &[]) >= expected
+    move |scrape| {
+        scrape.sum(FINISHED, &[]) >= expected
+            && scrape.value("comfycontrol_tracked_workflows", &[]) == Some(0.0)
+    }
 }
 
 /// Five workflows covering every ending, watched by id.

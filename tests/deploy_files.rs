@@ -411,3 +411,28 @@ fn dockerfile_exposes_exporter_port() {
         "{entrypoint}"
     );
 }
+
+#[test]
+fn dockerfile_copies_every_target_the_manifest_names() {
+    let manifest = read_repo_file("Cargo.toml");
+    let dockerfile = read_repo_file("deploy/docker/Dockerfile");
+    let copied: Vec<&str> = dockerfile
+        .lines()
+        .filter_map(|line| line.strip_prefix("COPY "))
+        .filter(|line| !line.starts_with("--from"))
+        .flat_map(str::split_whitespace)
+        .collect();
+
+    for (section, folder) in [
+        ("[[bench]]", "benches"),
+        ("[[test]]", "tests"),
+        ("[[example]]", "examples"),
+    ] {
+        if manifest.contains(section) {
+            assert!(
+                copied.contains(&folder),
+                "Cargo.toml has a {section} section but the Dockerfile does not copy {folder}/"
+            );
+        }
+    }
+}

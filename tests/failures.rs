@@ -399,3 +399,42 @@ async fn streams_cut_early_back_off() {
     assert!(disconnected >= 2.0, "{disconnected} early closes counted");
     exporter.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_reset_after_one_event_back_off() {
+    let mut workflow = ScriptedWorkflow::new(
+        "reset after one event",
+        vec![Phase::new(Status::Running, Duration::from_secs(60))],
+        End::Never,
+    );
+    for connection in 1..=60 {
+        workflow = workflow.with_fault(StreamFault::DropAfter {
+            connection,
+            events: 1,
+        });
+    }
+    let flags = workflow_flags(std::slice::from_ref(&workflow));
+    let simulator = start_simulator(simulator_config(vec![workflow])).await;
+    let exporter = start_exporter(
+        &simulator.base_url(),
+        TOKEN,
+        &with_flags(
+            &flags,
+            &["--api.backoff-min", "200ms", "--api.backoff-max", "400ms"],
+        ),
+    )
+    .await;
+
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let scrape = exporter.scrape().await;
+
+    // Growing delays of at least 50, 100, 200, 400 and 500 ms allow at
+    // most 7 connections in two seconds; resetting the backoff after each
+    // event would reopen every 50 to 100 ms, 20 times or more.
+    let connections = simulator.stats().subscribe_connections;
+    assert!(connections >= 3, "{connections} connections");
+    assert!(connections <= 8, "{connections} connections in two seconds");
+    let errors = scrape.get("comfycontrol_sse_reconnects_total", &[("reason", "error")]);
+    assert!(errors >= 2.0, "{errors} failed streams counted");
+    exporter.stop().await;
+}

@@ -24,7 +24,7 @@ const MAX_ERROR_BODY: usize = 4096;
 /// tens of kilobytes.
 const MAX_LIST_BODY: usize = 8 * 1024 * 1024;
 
-/// Minimum pause after a 429, also when `Retry-After` says 0.
+/// Minimum pause after a 429, also when `Retry-After` is 0.
 const MIN_RETRY_AFTER: Duration = Duration::from_secs(1);
 
 /// Maximum pause a `Retry-After` header can impose. The API documents a

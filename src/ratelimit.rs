@@ -185,7 +185,7 @@ mod tests {
     }
 
     #[test]
-    fn admits_limit_then_waits_for_the_oldest_to_leave() {
+    fn full_window_waits_for_oldest_slot() {
         let limiter = RateLimiter::new(3, WINDOW);
         let start = Instant::now();
 
@@ -265,7 +265,7 @@ mod tests {
     }
 
     #[test]
-    fn startup_reserve_leaves_the_rest_of_the_first_window() {
+    fn startup_reserve_limits_first_window() {
         let start = Instant::now();
         let limiter = RateLimiter::new(3, WINDOW).with_startup_reserve(2);
 

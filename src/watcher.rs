@@ -176,8 +176,8 @@ impl Watcher {
 
     /// Chooses the reconnect reason and delay after a stream closed cleanly.
     /// A stream that reached the update limit or was healthy is reopened at
-    /// once; a short one backs off, so that a proxy cutting every stream
-    /// after an event cannot take the whole request budget.
+    /// once. A short one backs off, so a proxy cutting every stream after an
+    /// event cannot take the whole request budget.
     fn after_close(
         &self,
         workflow_id: &str,

@@ -129,7 +129,7 @@ pub struct ExporterArgs {
     pub connect_timeout: Duration,
 
     /// Time allowed for a whole list request, and for the response headers
-    /// of a stream once its request is sent; a stream itself has no limit.
+    /// of a stream once its request is sent. A stream itself has no limit.
     #[arg(
         long = "api.request-timeout",
         env = "COMFYCONTROL_API_REQUEST_TIMEOUT",

@@ -2,7 +2,7 @@
 //!
 //! During an API outage every watcher retries, and a thousand watchers would
 //! write a thousand lines a minute. The limiter lets a few lines through per
-//! period and counts the rest, so the next line shown says how many were
+//! period and counts the rest, so the next line written gives the number
 //! left out.
 
 use std::sync::Mutex;

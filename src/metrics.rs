@@ -596,7 +596,7 @@ mod tests {
     }
 
     #[test]
-    fn long_label_values_are_cut_on_a_char_boundary() {
+    fn truncate_keeps_char_boundary() {
         let long = "é".repeat(100);
 
         let cut = truncate(&long);

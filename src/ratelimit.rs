@@ -7,7 +7,7 @@
 //! `limit` requests are in flight or finished within the trailing window.
 //!
 //! A request counts from when it is admitted until one window after its
-//! response arrived. The server sees the request somewhere between those two
+//! response arrived. The server receives the request somewhere between those two
 //! moments, so however long connecting or sending takes, no window the server
 //! measures can hold more than `limit` of this process's requests. A 429
 //! pauses every request for the cooldown.

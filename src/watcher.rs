@@ -2,8 +2,8 @@
 //!
 //! A stream that ends without a terminal snapshot (the server's limit of
 //! events per connection, a proxy, a reset) is opened again at once if it
-//! was healthy: it reached the update limit, delivered several events or
-//! stayed open for a while. After an error or a short stream, the watcher
+//! was healthy. A healthy stream reached the update limit, delivered several
+//! events or stayed open for a while. After an error or a short stream, the watcher
 //! backs off, and the backoff resets only after a healthy stream. So neither
 //! a server that accepts and closes at once nor one that cuts every stream
 //! after an event takes the whole request budget. Because each event is a
@@ -320,8 +320,8 @@ impl Watcher {
         };
         let moved = log_changes(workflow_id, &changes);
 
-        // The board changes before the counters, so a scrape that sees a
-        // change counted also sees the workflow in its new status. Most
+        // The board changes before the counters, so a scrape that shows a
+        // change counted also shows the workflow in its new status. Most
         // snapshots repeat the status and leave the board alone.
         let status = snapshot.status;
         if status.is_terminal() {

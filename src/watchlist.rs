@@ -1,11 +1,11 @@
 //! Which workflows are watched, which wait for a slot, which are done.
 //!
 //! Ids arrive from the command line and from discovery. Each is watched at
-//! most once at a time and, once finished, never again. The done set keeps
-//! finished ids, so a list page that still shows a finished workflow as
-//! running cannot start a second watcher and count its end twice. At most
-//! `max_tracked` workflows are watched at once; the rest wait in arrival
-//! order.
+//! most once at a time and, once finished, not again while it is among the
+//! last 100,000 finished ids. The done set keeps those ids, so a list page
+//! that still shows a finished workflow as running cannot start a second
+//! watcher and count its end twice. At most `max_tracked` workflows are
+//! watched at once, and the rest wait in arrival order.
 
 use std::collections::{HashSet, VecDeque};
 use std::panic::AssertUnwindSafe;

@@ -359,34 +359,47 @@ async fn malformed_events_are_counted_and_skipped() {
     exporter.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn streams_cut_early_back_off() {
-    let workflow = ScriptedWorkflow::new(
-        "cut after two events",
-        vec![Phase::new(Status::Running, Duration::from_secs(60))],
-        End::Never,
-    );
+/// Watches one never-ending running workflow for two seconds with short
+/// backoffs (100 ms doubling to 1 s) and returns the subscribe connections
+/// the simulator saw and a scrape.
+async fn connections_in_two_seconds(workflow: ScriptedWorkflow, max_updates: u32) -> (u64, Scrape) {
     let flags = workflow_flags(std::slice::from_ref(&workflow));
     let mut config = simulator_config(vec![workflow]);
-    // The server closes cleanly after two events, far below the limit the
-    // exporter expects, as a proxy cutting streams would.
-    config.max_updates = 2;
+    config.max_updates = max_updates;
     let simulator = start_simulator(config).await;
     let exporter = start_exporter(
         &simulator.base_url(),
         TOKEN,
         &with_flags(
             &flags,
-            &["--api.backoff-min", "200ms", "--api.backoff-max", "400ms"],
+            &["--api.backoff-min", "100ms", "--api.backoff-max", "1s"],
         ),
     )
     .await;
 
     tokio::time::sleep(Duration::from_secs(2)).await;
     let scrape = exporter.scrape().await;
+    let connections = simulator.stats().subscribe_connections;
+    exporter.stop().await;
+    (connections, scrape)
+}
+
+fn running_forever(name: &str) -> ScriptedWorkflow {
+    ScriptedWorkflow::new(
+        name,
+        vec![Phase::new(Status::Running, Duration::from_secs(60))],
+        End::Never,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_cut_early_back_off() {
+    // The server closes cleanly after two events, far below the limit the
+    // exporter expects, as a proxy cutting streams would.
+    let (connections, scrape) =
+        connections_in_two_seconds(running_forever("cut after two events"), 2).await;
 
     // Reopening at once would take about 40 connections in two seconds.
-    let connections = simulator.stats().subscribe_connections;
     assert!(connections >= 3, "{connections} connections");
     assert!(
         connections <= 14,
@@ -397,44 +410,25 @@ async fn streams_cut_early_back_off() {
         &[("reason", "disconnected")],
     );
     assert!(disconnected >= 2.0, "{disconnected} early closes counted");
-    exporter.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streams_reset_after_one_event_back_off() {
-    let mut workflow = ScriptedWorkflow::new(
-        "reset after one event",
-        vec![Phase::new(Status::Running, Duration::from_secs(60))],
-        End::Never,
-    );
+    let mut workflow = running_forever("reset after one event");
     for connection in 1..=60 {
         workflow = workflow.with_fault(StreamFault::DropAfter {
             connection,
             events: 1,
         });
     }
-    let flags = workflow_flags(std::slice::from_ref(&workflow));
-    let simulator = start_simulator(simulator_config(vec![workflow])).await;
-    let exporter = start_exporter(
-        &simulator.base_url(),
-        TOKEN,
-        &with_flags(
-            &flags,
-            &["--api.backoff-min", "200ms", "--api.backoff-max", "400ms"],
-        ),
-    )
-    .await;
 
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let scrape = exporter.scrape().await;
+    let (connections, scrape) = connections_in_two_seconds(workflow, 120).await;
 
-    // Growing delays of at least 50, 100, 200, 400 and 500 ms allow at
-    // most 7 connections in two seconds; resetting the backoff after each
-    // event would reopen every 50 to 100 ms, 20 times or more.
-    let connections = simulator.stats().subscribe_connections;
+    // Growing delays of at least 50, 100, 200, 400 and 500 ms allow at most
+    // 7 connections in two seconds. Resetting the backoff after each event
+    // would reopen every 50 to 100 ms, 20 times or more.
     assert!(connections >= 3, "{connections} connections");
     assert!(connections <= 8, "{connections} connections in two seconds");
     let errors = scrape.get("comfycontrol_sse_reconnects_total", &[("reason", "error")]);
     assert!(errors >= 2.0, "{errors} failed streams counted");
-    exporter.stop().await;
 }
